@@ -1,0 +1,1 @@
+"""Sub-commands of the `coverid` CLI, one module each (see coverid.cli)."""

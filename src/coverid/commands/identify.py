@@ -1,0 +1,18 @@
+"""`coverid identify`: placeholder until its issue lands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `identify` sub-command."""
+    p = sub.add_parser("identify", help="(not available yet)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Report that the command is not available yet."""
+    from coverid.errors import CoveridError
+
+    raise CoveridError("'identify' is not available in this version yet")

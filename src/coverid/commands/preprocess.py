@@ -1,0 +1,18 @@
+"""`coverid preprocess`: placeholder until its issue lands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `preprocess` sub-command."""
+    p = sub.add_parser("preprocess", help="(not available yet)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Report that the command is not available yet."""
+    from coverid.errors import CoveridError
+
+    raise CoveridError("'preprocess' is not available in this version yet")

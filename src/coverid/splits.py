@@ -1,0 +1,57 @@
+"""Train/val/test split by work: seeded, no work in two splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from coverid.errors import BadInputError
+from coverid.io import write_json
+
+SPLITS = ("train", "val", "test")
+
+
+def split_works(work_ids: Iterable[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
+    """Map each work to a split; multi-version works and single-version (noise) works are
+    each divided by `fractions` so every split gets its share of both."""
+    counts = Counter(work_ids)
+    rng = np.random.default_rng(seed)
+    total = sum(fractions[s] for s in SPLITS)
+    out: dict[str, str] = {}
+    for group in (sorted(w for w, c in counts.items() if c > 1), sorted(w for w, c in counts.items() if c == 1)):
+        order = rng.permutation(len(group))
+        bounds = np.cumsum([fractions[s] / total for s in SPLITS]) * len(group)
+        cuts = np.round(bounds).astype(int)
+        for rank, i in enumerate(order):
+            out[group[i]] = SPLITS[int(np.searchsorted(cuts, rank, side="right"))]
+    return out
+
+
+def write_splits(path: str | Path, splits: dict[str, str]) -> None:
+    """Write the work -> split map as JSON, atomically."""
+    write_json(path, dict(sorted(splits.items())))
+
+
+def read_splits(path: str | Path) -> dict[str, str]:
+    """Read a work -> split map and check its values."""
+    import json
+
+    path = Path(path)
+    try:
+        splits = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(path, "splits file not found") from None
+    except json.JSONDecodeError as e:
+        raise BadInputError(path, f"not valid JSON ({e.msg})") from None
+    bad = {v for v in splits.values() if v not in SPLITS}
+    if bad:
+        raise BadInputError(path, f"unknown split names {sorted(bad)}")
+    return splits
+
+
+def split_mask(work_id: np.ndarray, splits: dict[str, str], name: str) -> np.ndarray:
+    """Boolean mask of rows whose work is in split `name`."""
+    return np.array([splits.get(w) == name for w in work_id], dtype=bool)

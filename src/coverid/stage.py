@@ -1,0 +1,19 @@
+"""Entry-point wrapper for the DVC stage scripts: logging set-up and one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from coverid.errors import CoveridError
+
+
+def stage_main(fn: Callable[[], None]) -> None:
+    """Run a stage's main function; a CoveridError exits 1 with a one-line message."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        fn()
+    except CoveridError as e:
+        print(f"{fn.__module__}: error: {e}", file=sys.stderr)
+        sys.exit(1)

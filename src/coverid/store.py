@@ -1,0 +1,127 @@
+"""The HDF5 feature store (SPEC.md section 3): the one place that reads and writes it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from coverid import __version__
+from coverid.errors import BadInputError
+from coverid.io import atomic_path
+
+SOURCES = ("datacos", "audio", "synth")
+_STR = h5py.string_dtype(encoding="utf-8")
+
+
+@dataclass
+class FeatureSet:
+    """N performances' fixed-size features with their ids (rows sorted by work, perf)."""
+
+    features: np.ndarray  # (N, F, L) float32
+    work_id: np.ndarray  # (N,) str
+    perf_id: np.ndarray  # (N,) str
+    length_frames: np.ndarray  # (N,) int32: original T before resizing
+    feature: str
+    source: str
+    frame_rate_hz: float = 44100 / 512
+    params: dict[str, Any] = field(default_factory=dict)
+    created_by: str = f"coverid {__version__}"
+
+    def __post_init__(self) -> None:
+        self.features = np.asarray(self.features, dtype=np.float32)
+        self.work_id = np.asarray(self.work_id, dtype=str)
+        self.perf_id = np.asarray(self.perf_id, dtype=str)
+        self.length_frames = np.asarray(self.length_frames, dtype=np.int32)
+        n = len(self.features)
+        if self.features.ndim != 3:
+            raise ValueError(f"features must be (N, F, L), got shape {self.features.shape}")
+        for name in ("work_id", "perf_id", "length_frames"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} rows, features {n}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def spect_len(self) -> int:
+        """Frames per performance after resizing."""
+        return int(self.features.shape[2])
+
+    def sorted(self) -> FeatureSet:
+        """The same rows sorted by (work_id, perf_id), as the file stores them."""
+        order = np.lexsort((self.perf_id, self.work_id))
+        return self.take(order)
+
+    def take(self, idx: np.ndarray) -> FeatureSet:
+        """A new set holding rows `idx` (bool mask or indices)."""
+        return FeatureSet(
+            features=self.features[idx],
+            work_id=self.work_id[idx],
+            perf_id=self.perf_id[idx],
+            length_frames=self.length_frames[idx],
+            feature=self.feature,
+            source=self.source,
+            frame_rate_hz=self.frame_rate_hz,
+            params=self.params,
+            created_by=self.created_by,
+        )
+
+
+def write_features(path: str | Path, fs: FeatureSet) -> None:
+    """Write `fs` sorted by (work_id, perf_id) to `path`, atomically."""
+    fs = fs.sorted()
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.create_dataset(f"features/{fs.feature}", data=fs.features)
+            f.create_dataset("work_id", data=fs.work_id.astype(object), dtype=_STR)
+            f.create_dataset("perf_id", data=fs.perf_id.astype(object), dtype=_STR)
+            f.create_dataset("length_frames", data=fs.length_frames)
+            f.attrs["feature"] = fs.feature
+            f.attrs["spect_len"] = fs.spect_len
+            f.attrs["source"] = fs.source
+            f.attrs["frame_rate_hz"] = float(fs.frame_rate_hz)
+            f.attrs["created_by"] = fs.created_by
+            f.attrs["params"] = json.dumps(fs.params, sort_keys=True)
+
+
+def read_features(path: str | Path, feature: str | None = None) -> FeatureSet:
+    """Read a feature store; `feature` defaults to the file's `feature` attribute."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(path, "feature file not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise BadInputError(path, "not a readable HDF5 file") from None
+    with f:
+        try:
+            feature = feature or str(f.attrs["feature"])
+            key = f"features/{feature}"
+            if key not in f:
+                have = sorted(f["features"].keys()) if "features" in f else []
+                raise BadInputError(path, f"no dataset {key!r} (has {have})")
+            for name in ("work_id", "perf_id", "length_frames"):
+                if name not in f:
+                    raise BadInputError(path, f"missing dataset {name!r}")
+            return FeatureSet(
+                features=f[key][()],
+                work_id=f["work_id"].asstr()[()],
+                perf_id=f["perf_id"].asstr()[()],
+                length_frames=f["length_frames"][()],
+                feature=feature,
+                source=str(f.attrs.get("source", "audio")),
+                frame_rate_hz=float(f.attrs.get("frame_rate_hz", 44100 / 512)),
+                params=json.loads(f.attrs.get("params", "{}")),
+                created_by=str(f.attrs.get("created_by", "")),
+            )
+        except KeyError as e:
+            raise BadInputError(path, f"missing attribute or dataset {e}") from None
+        except ValueError as e:
+            raise BadInputError(path, str(e)) from None

@@ -1,0 +1,72 @@
+"""MLflow set-up: one experiment, runs tagged so the runs of one `dvc repro` are tied together."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from coverid.config import flatten, params_hash
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str:
+    """The current git commit, or 'unknown' outside a repository."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def pipeline_tags(params: dict[str, Any]) -> dict[str, str]:
+    """Tags shared by every run of one pipeline execution (same commit, experiment, params)."""
+    commit = git_commit()
+    phash = params_hash(params)
+    return {
+        "coverid.git_commit": commit,
+        "coverid.dvc_exp": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "coverid.params_hash": phash,
+        "coverid.pipeline": f"{commit[:8]}-{phash}",
+    }
+
+
+def setup(params: dict[str, Any]) -> str:
+    """Point MLflow at the configured backend and experiment; return the experiment id."""
+    import mlflow
+
+    cfg = params["mlflow"]
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", cfg["tracking_uri"]))
+    name = cfg["experiment"]
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        # Artifacts go to a folder of our own, never the deprecated ./mlruns file store.
+        root = Path(cfg.get("artifact_root", "mlartifacts")).resolve()
+        exp_id = mlflow.create_experiment(name, artifact_location=root.as_uri())
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: dict[str, Any], run_id: str | None = None,
+              nested: bool = False) -> Iterator[Any]:
+    """Start (or resume, given `run_id`) an MLflow run for a stage, tagged and with all params."""
+    import mlflow
+
+    setup(params)
+    tags = {**pipeline_tags(params), "coverid.stage": stage}
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, nested=nested,
+                          tags=None if run_id else tags) as run:
+        if run_id is None:
+            mlflow.log_params(flatten(params))
+        log.info("MLflow run %s (%s)", run.info.run_id, stage)
+        yield run

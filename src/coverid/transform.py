@@ -1,0 +1,56 @@
+"""Pure numpy transforms from a (T, 12) chroma-like matrix to a fixed-size model input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def crop_or_wrap(x: np.ndarray, max_frames: int | None) -> np.ndarray:
+    """Crop (T, F) to `max_frames` or wrap-pad it up to that length (None: unchanged)."""
+    if max_frames is None or len(x) == max_frames:
+        return x
+    return x[:max_frames] if len(x) > max_frames else wrap_pad(x, max_frames)
+
+
+def wrap_pad(x: np.ndarray, n_frames: int) -> np.ndarray:
+    """Repeat (T, F) along time until it has exactly `n_frames` rows."""
+    reps = int(np.ceil(n_frames / len(x)))
+    return np.tile(x, (reps, 1))[:n_frames]
+
+
+def resize_time(x: np.ndarray, length: int) -> np.ndarray:
+    """Resize (T, F) to (length, F) along time with area interpolation (box averaging).
+
+    Each output frame averages the input over its exact [i*T/L, (i+1)*T/L) span,
+    with fractional weights at the span ends; when T < L this reduces to
+    nearest-neighbour upsampling, as cv2.INTER_AREA does.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    t = len(x)
+    if t == length:
+        return x.astype(np.float32)
+    if t < length:
+        idx = np.minimum((np.arange(length) * t) // length, t - 1)
+        return x[idx].astype(np.float32)
+    csum = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    edges = np.arange(length + 1) * (t / length)
+
+    def integral(pos: np.ndarray) -> np.ndarray:
+        """Integral of the piecewise-constant signal from 0 to `pos`."""
+        lo = np.minimum(np.floor(pos).astype(int), t - 1)
+        return csum[lo] + (pos - lo)[:, None] * x[lo]
+
+    total = integral(edges)
+    return ((total[1:] - total[:-1]) / (t / length)).astype(np.float32)
+
+
+def tile_pitch(x: np.ndarray) -> np.ndarray:
+    """MOVE-style tiling of (12, L) to (23, L): np.tile(x, (2, 1))[:-1]."""
+    return np.tile(x, (2, 1))[:-1]
+
+
+def to_model_input(x: np.ndarray, spect_len: int, max_frames: int | None, tile: bool) -> np.ndarray:
+    """(T, 12) features -> (F, spect_len) float32, F = 23 when tiled, else 12."""
+    x = crop_or_wrap(np.asarray(x, dtype=np.float32), max_frames)
+    y = resize_time(x, spect_len).T
+    return (tile_pitch(y) if tile else y).astype(np.float32)

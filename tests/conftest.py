@@ -1,0 +1,35 @@
+"""Shared fixtures: small deterministic feature sets and a quiet environment."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from coverid.store import FeatureSet  # noqa: E402
+
+
+def make_feature_set(n_works: int = 4, versions: int = 3, n_noise: int = 2, spect_len: int = 40,
+                     rows: int = 23, seed: int = 0, source: str = "synth") -> FeatureSet:
+    """A random feature set: versions of a work share a base pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    feats, works, perfs = [], [], []
+    for w in range(n_works + n_noise):
+        base = rng.random((rows, spect_len))
+        n = versions if w < n_works else 1
+        for p in range(n):
+            feats.append(np.clip(base + 0.1 * rng.standard_normal(base.shape), 0, 1))
+            works.append(f"W_{w}")
+            perfs.append(f"P_{w}_{p}")
+    return FeatureSet(np.array(feats, dtype=np.float32), works, perfs,
+                      np.full(len(works), 1000, dtype=np.int32), feature="hpcp", source=source)
+
+
+@pytest.fixture
+def feature_set() -> FeatureSet:
+    """Four works of three versions plus two noise songs, 23 x 40 each."""
+    return make_feature_set()

@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+
+from coverid.config import flatten, load_params, params_hash
+from coverid.errors import BadInputError, CoveridError
+from coverid.io import atomic_path, write_json
+from coverid.splits import read_splits, split_mask, split_works, write_splits
+
+
+def test_split_by_work_seeded_and_complete():
+    works = [f"W_{i}" for i in range(50) for _ in range(3)] + [f"N_{i}" for i in range(20)]
+    fr = {"train": 0.6, "val": 0.2, "test": 0.2}
+    a = split_works(works, fr, seed=1)
+    assert a == split_works(list(reversed(works)), fr, seed=1)
+    assert a != split_works(works, fr, seed=2)
+    assert set(a) == set(works)
+    multi = [w for w in a if w.startswith("W_")]
+    assert [sum(a[w] == s for w in multi) for s in ("train", "val", "test")] == [30, 10, 10]
+    noise = [w for w in a if w.startswith("N_")]
+    assert [sum(a[w] == s for w in noise) for s in ("train", "val", "test")] == [12, 4, 4]
+
+
+def test_split_file_round_trip_and_mask(tmp_path):
+    s = {"W_1": "train", "W_2": "test"}
+    write_splits(tmp_path / "s.json", s)
+    assert read_splits(tmp_path / "s.json") == s
+    np.testing.assert_array_equal(split_mask(np.array(["W_2", "W_1", "W_3"]), s, "test"), [1, 0, 0])
+    (tmp_path / "bad.json").write_text(json.dumps({"W_1": "holdout"}))
+    with pytest.raises(BadInputError, match="bad.json: unknown split"):
+        read_splits(tmp_path / "bad.json")
+
+
+def test_flatten_and_hash():
+    p = {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
+    assert flatten(p) == {"a.b": 1, "a.c": "[1, 2]", "d": "x"}
+    assert params_hash(p) == params_hash({"d": "x", "a": {"c": [1, 2], "b": 1}})
+    assert params_hash(p) != params_hash({**p, "d": "y"})
+
+
+def test_load_params_errors(tmp_path):
+    with pytest.raises(CoveridError, match="nope.yaml: params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1,\n")
+    with pytest.raises(CoveridError, match="bad.yaml: not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_repo_params_load():
+    p = load_params()
+    assert p["data"]["source"] == "synth" and p["train"]["loss"] in {"contrastive", "bce", "triplet"}
+
+
+def test_atomic_path_cleans_up_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": np.float32(1.5)})
+    with pytest.raises(ValueError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise ValueError("interrupted")
+    assert json.loads(target.read_text()) == {"a": 1.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

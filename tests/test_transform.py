@@ -1,0 +1,40 @@
+import numpy as np
+
+from coverid.transform import crop_or_wrap, resize_time, tile_pitch, to_model_input
+
+
+def test_resize_area_preserves_mean_and_averages_blocks():
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    y = resize_time(x, 3)
+    np.testing.assert_allclose(y, [[1, 2], [5, 6], [9, 10]])
+    rng = np.random.default_rng(0)
+    z = rng.random((1001, 12))
+    np.testing.assert_allclose(resize_time(z, 500).mean(0), z.mean(0), rtol=1e-5)
+
+
+def test_resize_fractional_spans():
+    x = np.array([[0.0], [3.0], [6.0]])
+    y = resize_time(x, 2)  # spans [0, 1.5) and [1.5, 3)
+    np.testing.assert_allclose(y[:, 0], [(0 + 0.5 * 3) / 1.5, (0.5 * 3 + 6) / 1.5])
+
+
+def test_resize_upsamples_by_repetition():
+    x = np.array([[1.0], [2.0]])
+    np.testing.assert_array_equal(resize_time(x, 4)[:, 0], [1, 1, 2, 2])
+
+
+def test_crop_or_wrap():
+    x = np.arange(5)[:, None]
+    np.testing.assert_array_equal(crop_or_wrap(x, 3)[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(crop_or_wrap(x, 12)[:, 0], [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1])
+    assert crop_or_wrap(x, None) is x
+
+
+def test_tiling_and_model_input_shape():
+    x = np.arange(24).reshape(12, 2)
+    t = tile_pitch(x)
+    assert t.shape == (23, 2)
+    np.testing.assert_array_equal(t[12:], x[:11])
+    y = to_model_input(np.random.default_rng(0).random((900, 12)), 50, 800, tile=True)
+    assert y.shape == (23, 50) and y.dtype == np.float32
+    assert to_model_input(np.ones((10, 12)), 50, None, tile=False).shape == (12, 50)
