@@ -1,0 +1,32 @@
+"""DVC stage `validate`: Great Expectations checks of the processed features and the split;
+writes reports/validation.json and the HTML Data Docs in reports/data_docs, and fails the
+pipeline (exit 1, one line per failed expectation) when any expectation fails."""
+
+from __future__ import annotations
+
+import logging
+
+from coverid import paths
+from coverid.config import load_params
+from coverid.io import write_json
+from coverid.splits import read_splits
+from coverid.stage import stage_main
+from coverid.store import read_features
+from coverid.validation import validate_features
+
+DOCS_DIR = paths.REPORTS / "data_docs"
+
+
+def main() -> None:
+    """Validate the feature store and splits named by params; write the reports."""
+    params = load_params()
+    fs = read_features(paths.processed_file(params))
+    splits = read_splits(paths.splits_file(params))
+    report = validate_features(fs, splits, params["validate"], params["preprocess"], DOCS_DIR)
+    write_json(paths.REPORTS / "validation.json", report.to_dict())
+    logging.getLogger("validate").info("Data Docs: %s", report.docs_index)
+    report.raise_if_failed()
+
+
+if __name__ == "__main__":
+    stage_main(main)
