@@ -1,18 +1,115 @@
-"""`coverid preprocess`: placeholder until its issue lands."""
+"""`coverid preprocess`: features of an audio folder or of unzipped Da-TACOS archives -> HDF5.
+
+Options left out default to params.yaml's `preprocess` section (when --params exists),
+else to the built-in defaults, which equal it.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `preprocess` sub-command."""
-    p = sub.add_parser("preprocess", help="(not available yet)")
-    p.set_defaults(func=_run)
+    """Add the `preprocess` sub-command and its two sources."""
+    p = sub.add_parser("preprocess", help="extract features from audio or read Da-TACOS features",
+                       description="Write fixed-size features (SPEC.md section 3) to HDF5.")
+    sources = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-p", "--feature", action="append", dest="features", metavar="FEATURE",
+                        help="feature to write; repeat for several (default: preprocess.feature)")
+    common.add_argument("-s", "--spect-len", type=int, help="frames after resizing (default 500)")
+    common.add_argument("-r", "--run-mode", choices=("parallel", "single"),
+                        help="parallel: a local process pool; single: in this process")
+    common.add_argument("-n", "--workers", type=int, help="worker processes for parallel mode")
+    common.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786 (overrides -r)")
+    common.add_argument("--max-frames", type=int, help="crop or wrap-pad to this many frames first")
+    common.add_argument("--no-tile", action="store_true", help="keep 12 pitch rows (no 23-row tiling)")
+    common.add_argument("--max-failed-fraction", type=float, help="fail when more files than this are bad")
+    common.add_argument("--params", type=Path, default=Path("params.yaml"),
+                        help="params file for the defaults (used when it exists)")
+
+    a = sources.add_parser("from-audio-dir", parents=[common], help="HPCP / chroma CENS of an audio folder",
+                           description="DIR/<work>/<performance>.<ext>; files directly under DIR are "
+                                       "songs of unknown work; optional DIR/metadata.json (Da-TACOS "
+                                       "schema). Writes OUT_DIR/audio.h5 (one feature) or "
+                                       "OUT_DIR/audio_<feature>.h5 (several) and "
+                                       "OUT_DIR/preprocess_skipped.json.")
+    a.add_argument("-a", "--audio-dir", type=Path, required=True, help="the audio folder")
+    a.add_argument("-o", "--out-dir", type=Path, required=True, help="output folder")
+    a.set_defaults(func=_from_audio_dir)
+
+    d = sources.add_parser("da-tacos", parents=[common], help="resize the features of Da-TACOS archives",
+                           description="Reads the unzipped da-tacos_<subset>_subset_<feature> folders "
+                                       "under DATA_DIR; writes one HDF5 per subset found.")
+    d.add_argument("-d", "--data-dir", type=Path, required=True, help="folder holding the unzipped archives")
+    d.add_argument("-o", "--out-dir", type=Path, help="output folder (default: data.processed_dir)")
+    d.set_defaults(func=_da_tacos)
 
 
-def _run(args: argparse.Namespace) -> int:
-    """Report that the command is not available yet."""
-    from coverid.errors import CoveridError
+def _settings(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(all params or {}, the preprocess params with the command-line overrides applied)."""
+    from coverid.config import load_params
+    from coverid.preprocess import with_defaults
 
-    raise CoveridError("'preprocess' is not available in this version yet")
+    params = load_params(args.params) if args.params.exists() else {}
+    pcfg = with_defaults(params.get("preprocess"))
+    if args.spect_len is not None:
+        pcfg["spect_len"] = args.spect_len
+    if args.max_frames is not None:
+        pcfg["max_frames"] = args.max_frames
+    if args.no_tile:
+        pcfg["tile"] = False
+    if args.workers is not None:
+        pcfg["workers"] = args.workers
+    if args.max_failed_fraction is not None:
+        pcfg["max_failed_fraction"] = args.max_failed_fraction
+    if args.run_mode:
+        pcfg["scheduler"] = "processes" if args.run_mode == "parallel" else "single"
+    if args.scheduler:
+        pcfg["scheduler"] = args.scheduler
+    return params, pcfg
+
+
+def _from_audio_dir(args: argparse.Namespace) -> int:
+    """Extract features of an audio folder and write them."""
+    from coverid.preprocess import extract_audio_dir_features
+    from coverid.skips import SkipLog
+    from coverid.store import write_features
+
+    params, pcfg = _settings(args)
+    features = list(dict.fromkeys(args.features or [pcfg["feature"]]))
+    extensions = params.get("data", {}).get("audio", {}).get("extensions")
+    skips = SkipLog()
+    try:
+        sets = extract_audio_dir_features(args.audio_dir, pcfg, "audio", skips, features, extensions)
+    finally:
+        skips.write(args.out_dir / "preprocess_skipped.json")
+    for feature, fs in sets.items():
+        path = args.out_dir / ("audio.h5" if len(sets) == 1 else f"audio_{feature}.h5")
+        write_features(path, fs)
+        print(f"{path}: {len(fs)} performances of {len(set(fs.work_id))} works, {feature} "
+              f"{fs.features.shape[1]}x{fs.spect_len}")
+    if skips.skipped:
+        print(f"{len(skips.skipped)} of {skips.total} files skipped: {args.out_dir / 'preprocess_skipped.json'}")
+    return 0
+
+
+def _da_tacos(args: argparse.Namespace) -> int:
+    """Resize the Da-TACOS features found under --data-dir and write them."""
+    from coverid.data.datacos import preprocess_dir
+    from coverid.skips import SkipLog
+
+    params, pcfg = _settings(args)
+    out_dir = args.out_dir or Path(params.get("data", {}).get("processed_dir", "data/processed"))
+    features = list(dict.fromkeys(args.features or [pcfg["feature"]]))
+    skips = SkipLog()
+    try:
+        written = preprocess_dir(args.data_dir, out_dir, features, pcfg, skips)
+    finally:
+        skips.write(out_dir / "preprocess_skipped.json")
+    for path in written:
+        print(path)
+    return 0
