@@ -1,0 +1,240 @@
+"""Test-split evaluation: embed, rank in distance chunks, verify at the tuned threshold,
+plot, compare with the classical baselines, and record everything in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coverid import paths
+from coverid.distance import paired
+from coverid.errors import BadInputError, CoveridError
+from coverid.io import atomic_path, write_json, write_text
+from coverid.metrics import (
+    pr_curve,
+    query_stats_from_embeddings,
+    roc_curve,
+    sample_pairs,
+    summarize,
+    verification_metrics,
+)
+from coverid.store import FeatureSet
+
+log = logging.getLogger(__name__)
+
+EVAL_DIR = paths.REPORTS / "eval"
+PLOT_DIR = paths.PLOTS / "eval"
+METRIC_KEYS = ("map", "mr1", "p10", "n_queries", "n_candidates", "threshold", "accuracy",
+               "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "average_precision",
+               "seconds_per_query")
+COMPARE_KEYS = ("map", "mr1", "p10", "n_queries", "seconds_per_query")
+
+
+def load_split(params: dict[str, Any], name: str) -> FeatureSet:
+    """The rows of the processed feature file whose work is in split `name`."""
+    from coverid.splits import read_splits, split_mask
+    from coverid.store import read_features
+
+    fs = read_features(paths.processed_file(params))
+    mask = split_mask(fs.work_id, read_splits(paths.splits_file(params)), name)
+    if not mask.any():
+        raise CoveridError(f"{paths.splits_file(params)}: no performance in the {name} split")
+    return fs.take(mask)
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation produces: flat metrics and the arrays behind the plots."""
+
+    metrics: dict[str, Any]
+    stats: dict[str, np.ndarray]  # per-query retrieval stats (coverid.metrics.query_stats)
+    pair_dist: np.ndarray
+    pair_labels: np.ndarray
+    metric: str
+
+
+def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
+                        head: tuple[np.ndarray, float] | None, threshold: float,
+                        cfg: dict[str, Any], seed: int, embed_seconds: float = 0.0) -> Evaluation:
+    """Retrieval metrics (chunked) and verification metrics at `threshold` on sampled pairs.
+
+    seconds_per_query = embedding time per song + ranking time per query row.
+    """
+    t0 = time.perf_counter()
+    stats = query_stats_from_embeddings(emb, work_id, metric, head, int(cfg["chunk_size"]),
+                                        progress=True)
+    rank_seconds = time.perf_counter() - t0
+    retrieval = summarize(stats, len(emb) - 1)
+    if retrieval["n_queries"] == 0:
+        raise CoveridError("the test split has no work with two versions: nothing to rank")
+    i, j, labels = sample_pairs(work_id, int(cfg["n_negatives"]), seed)
+    if labels.sum() == 0 or labels.sum() == len(labels):
+        raise CoveridError("the test split needs same-work and different-work pairs")
+    d = paired(emb[i], emb[j], metric, head)
+    verification = verification_metrics(d, labels, threshold)
+    per_query = embed_seconds / len(emb) + rank_seconds / max(1, retrieval["n_queries"])
+    merged = {**retrieval, **verification, "seconds_per_query": per_query}
+    return Evaluation({k: merged[k] for k in METRIC_KEYS}, stats, d, labels, metric)
+
+
+def write_plots(ev: Evaluation, plot_dir: str | Path = PLOT_DIR) -> list[Path]:
+    """distances.png, roc.png + roc.csv, pr.png + pr.csv, ap_hist.png under `plot_dir`."""
+    from coverid import plots
+
+    plot_dir = Path(plot_dir)
+    m = ev.metrics
+    fpr, tpr, _ = roc_curve(ev.pair_dist, ev.pair_labels)
+    precision, recall, _ = pr_curve(ev.pair_dist, ev.pair_labels)
+    plots.distance_hist(plot_dir / "distances.png", ev.pair_dist, ev.pair_labels,
+                        m["threshold"], ev.metric)
+    plots.roc_plot(plot_dir / "roc.png", fpr, tpr, m["roc_auc"])
+    plots.write_csv(plot_dir / "roc.csv", {"fpr": fpr, "tpr": tpr})
+    plots.pr_plot(plot_dir / "pr.png", recall, precision, m["average_precision"])
+    plots.write_csv(plot_dir / "pr.csv", {"recall": recall, "precision": precision})
+    plots.ap_hist(plot_dir / "ap_hist.png", ev.stats["ap"])
+    return [plot_dir / n for n in ("distances.png", "roc.png", "roc.csv", "pr.png", "pr.csv",
+                                   "ap_hist.png")]
+
+
+def write_embeddings(path: str | Path, emb: np.ndarray, work_id: np.ndarray,
+                     perf_id: np.ndarray) -> None:
+    """reports/eval/embeddings.npz: arrays embeddings, work_id, perf_id (atomic)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, embeddings=np.asarray(emb, np.float32), work_id=np.asarray(work_id, str),
+                 perf_id=np.asarray(perf_id, str))
+
+
+def compare(model: dict[str, Any], baseline: dict[str, dict[str, Any]],
+            model_on_baseline_queries: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """One row per method: the model, the model on the baselines' queries, each baseline."""
+    rows = {"model": {k: model[k] for k in COMPARE_KEYS}}
+    if model_on_baseline_queries is not None:
+        rows["model (baseline queries)"] = {k: model_on_baseline_queries[k] for k in COMPARE_KEYS}
+    for method, scores in baseline.items():
+        rows[method] = {k: scores.get(k) for k in COMPARE_KEYS}
+    return rows
+
+
+def compare_markdown(rows: dict[str, dict[str, Any]]) -> str:
+    """The comparison as a Markdown table."""
+    def fmt(v: Any, spec: str) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+    lines = ["| method | queries | MAP | MR1 | P@10 | seconds/query |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {fmt(r['n_queries'], 'd')} | {fmt(r['map'], '.4f')} | "
+                     f"{fmt(r['mr1'], '.2f')} | {fmt(r['p10'], '.4f')} | "
+                     f"{fmt(r['seconds_per_query'], '.4g')} |")
+    return "\n".join(lines) + "\n"
+
+
+def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray, n_candidates: int,
+               seconds_per_query: float) -> dict[str, Any]:
+    """The model's retrieval metrics restricted to `queries` (performance indices)."""
+    keep = np.isin(stats["query"], queries)
+    sub = summarize({k: v[keep] for k, v in stats.items()}, n_candidates)
+    return {**sub, "seconds_per_query": seconds_per_query}
+
+
+def _baseline_queries(params: dict[str, Any], work_id: np.ndarray,
+                      baseline: dict[str, dict[str, Any]]) -> np.ndarray | None:
+    """The queries the baseline stage used (same selection, seed and split), if consistent."""
+    from coverid.baselines import select_queries
+
+    if not baseline:
+        return None
+    cfg = params.get("baseline", {})
+    queries = select_queries(work_id, cfg.get("max_queries"), int(params["seed"]))
+    n = {int(s.get("n_queries", -1)) for s in baseline.values()}
+    if n != {len(queries)}:
+        log.warning("baseline.json counts %s queries, expected %d: not comparing on the same "
+                    "queries", sorted(n), len(queries))
+        return None
+    return queries
+
+
+def read_report(path: str | Path, required: bool = True) -> dict[str, Any] | None:
+    """A JSON report written by an earlier stage (None when optional and missing)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        if required:
+            raise BadInputError(path, "not found: run the stage that writes it first")
+        log.warning("%s not found: continuing without it", path)
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInputError(path, f"not valid JSON ({e.msg})") from None
+
+
+def _log_to_training_run(train_run_id: str | None, metrics: dict[str, Any]) -> None:
+    """Copy the test metrics onto the training run as test_<name> (when it exists)."""
+    if not train_run_id:
+        return
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    now = int(time.time() * 1000)
+    batch = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()]
+    try:
+        mlflow.MlflowClient().log_batch(train_run_id, metrics=batch)
+    except MlflowException as e:
+        log.warning("could not log onto training run %s: %s", train_run_id, e)
+
+
+def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
+                   threshold: dict[str, Any], baseline: dict[str, dict[str, Any]] | None,
+                   reports: str | Path = paths.REPORTS) -> dict[str, Any]:
+    """Evaluate `embedder` on the test rows; write metrics.json, eval/embeddings.npz, the
+    plots, compare.json/.md under `reports`; log them to MLflow; return the metrics."""
+    import mlflow
+
+    from coverid.tracking import stage_run
+
+    cfg, reports = params["evaluate"], Path(reports)
+    metric = threshold["metric"]
+    if metric == "bce" and embedder.head is None:
+        raise CoveridError(f"threshold.json tuned the bce distance but the model "
+                           f"({embedder.metric}) has no BCE head: re-run the tune stage")
+    embedder.embed(test.features[:1])  # build the inference function outside the timing
+    t0 = time.perf_counter()
+    emb = embedder.embed(test.features, batch_size=int(cfg["batch_size"]))
+    embed_seconds = time.perf_counter() - t0
+    ev = evaluate_embeddings(emb, test.work_id, metric, embedder.head,
+                             float(threshold["threshold"]), cfg, int(params["seed"]),
+                             embed_seconds)
+    baseline = baseline or {}
+    queries = _baseline_queries(params, test.work_id, baseline)
+    model_sub = None if queries is None else on_queries(
+        ev.stats, queries, len(emb) - 1, ev.metrics["seconds_per_query"])
+    rows = compare(ev.metrics, baseline, model_sub)
+    plot_dir = reports / "plots" / "eval"
+    write_plots(ev, plot_dir)
+    write_embeddings(reports / "eval" / "embeddings.npz", emb, test.work_id, test.perf_id)
+    write_json(reports / "metrics.json", ev.metrics)
+    write_json(reports / "compare.json", rows)
+    write_text(reports / "compare.md", compare_markdown(rows))
+    with stage_run("evaluate", params) as run:
+        mlflow.log_metrics({k: float(v) for k, v in ev.metrics.items()})
+        mlflow.set_tag("coverid.metric", metric)
+        mlflow.log_artifacts(str(plot_dir), "plots/eval")
+        mlflow.log_artifact(str(reports / "compare.md"))
+        mlflow.log_dict(rows, "compare.json")
+        train_run_id = embedder.config.get("train_run_id")
+        if train_run_id:
+            mlflow.set_tag("coverid.train_run_id", train_run_id)
+        _log_to_training_run(train_run_id, ev.metrics)
+        log.info("MLflow evaluate run %s", run.info.run_id)
+    log.info("test MAP %.4f MR1 %.2f P@10 %.4f | F1 %.4f at %s <= %.4g",
+             ev.metrics["map"], ev.metrics["mr1"], ev.metrics["p10"], ev.metrics["f1"], metric,
+             ev.metrics["threshold"])
+    return ev.metrics

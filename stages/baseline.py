@@ -1,0 +1,29 @@
+"""DVC stage `baseline`: classical cover song baselines (Qmax, key-shifted DTW) on the test
+split, scored with the model's retrieval metrics; writes reports/baseline.json."""
+
+from __future__ import annotations
+
+from coverid import paths
+from coverid.baselines import run_baselines
+from coverid.config import load_params
+from coverid.evaluate import load_split
+from coverid.io import write_json
+from coverid.stage import stage_main
+from coverid.tracking import stage_run
+
+
+def main() -> None:
+    """Run every method of params.baseline.methods and record their metrics."""
+    import mlflow
+
+    params = load_params()
+    test = load_split(params, "test")
+    result = run_baselines(test.features, test.work_id, params["baseline"], int(params["seed"]))
+    write_json(paths.REPORTS / "baseline.json", result)
+    with stage_run("baseline", params):
+        mlflow.log_metrics({f"{method}_{key}": float(value)
+                            for method, scores in result.items() for key, value in scores.items()})
+
+
+if __name__ == "__main__":
+    stage_main(main)

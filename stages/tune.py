@@ -1,0 +1,26 @@
+"""DVC stage `tune`: search the verification threshold (and distance) on validation pairs
+with Optuna; trials go to MLflow nested under the training run; writes
+reports/threshold.json."""
+
+from __future__ import annotations
+
+from coverid import paths
+from coverid.config import load_params
+from coverid.embedder import load_embedder
+from coverid.evaluate import load_split
+from coverid.io import write_json
+from coverid.stage import stage_main
+from coverid.tune import tune_threshold
+
+
+def main() -> None:
+    """Tune on the validation split of the processed features with the trained encoder."""
+    params = load_params()
+    val = load_split(params, "val")
+    embedder = load_embedder(paths.MODEL_DIR)
+    result = tune_threshold(params, embedder, val.features, val.work_id)
+    write_json(paths.REPORTS / "threshold.json", result)
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,153 @@
+"""Evaluation: metrics on the test split, plots, embeddings, comparison table, MLflow."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_feature_set
+
+from coverid.config import load_params
+from coverid.distance import pairwise
+from coverid.errors import BadInputError, CoveridError
+from coverid.evaluate import (
+    METRIC_KEYS,
+    compare,
+    compare_markdown,
+    evaluate_embeddings,
+    on_queries,
+    read_report,
+    run_evaluation,
+)
+from coverid.metrics import retrieval_metrics
+
+mlflow = pytest.importorskip("mlflow")
+
+
+class FakeEmbedder:
+    """Flattens and projects with a fixed random matrix (the real Embedder's interface)."""
+
+    def __init__(self, d_in: int, dim: int = 16, metric: str = "euclidean", head=None,
+                 config: dict | None = None) -> None:
+        self.proj = np.random.default_rng(0).standard_normal((d_in, dim)) / np.sqrt(d_in)
+        self.metric, self.head, self.config = metric, head, dict(config or {})
+
+    def embed(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return (np.asarray(x).reshape(len(x), -1) @ self.proj).astype(np.float32)
+
+
+@pytest.fixture
+def params(tmp_path, tmp_path_factory, monkeypatch):
+    p = copy.deepcopy(load_params(Path(__file__).parents[1] / "params.yaml"))
+    monkeypatch.chdir(tmp_path)
+    # One tracking db per test session: creating (migrating) a new one costs seconds.
+    db = tmp_path_factory.getbasetemp() / "coverid-mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    p["evaluate"].update(chunk_size=4, n_negatives=40)
+    p["baseline"]["max_queries"] = 5
+    return p
+
+
+def test_evaluate_embeddings_matches_full_matrix_metrics():
+    fs = make_feature_set(n_works=4, versions=3, n_noise=3, spect_len=10, rows=12)
+    emb = FakeEmbedder(120).embed(fs.features)
+    cfg = {"chunk_size": 5, "n_negatives": 30}
+    ev = evaluate_embeddings(emb, fs.work_id, "cosine", None, 0.5, cfg, seed=0,
+                             embed_seconds=1.2)
+    full = retrieval_metrics(pairwise(emb, emb, "cosine"), fs.work_id)
+    for key in ("map", "mr1", "p10", "n_queries", "n_candidates"):
+        assert ev.metrics[key] == full[key]
+    assert set(ev.metrics) == set(METRIC_KEYS)
+    assert ev.metrics["threshold"] == 0.5
+    assert ev.metrics["seconds_per_query"] >= 1.2 / len(emb)
+    assert len(ev.pair_dist) == len(ev.pair_labels) == 4 * 3 + 30
+
+
+def test_compare_rows_and_markdown():
+    model = {"map": 0.8, "mr1": 1.5, "p10": 0.2, "n_queries": 10, "seconds_per_query": 0.001,
+             "f1": 0.9}
+    base = {"qmax": {"map": 0.3, "mr1": 4.0, "p10": 0.1, "n_queries": 5,
+                     "seconds_per_query": 2.0}}
+    rows = compare(model, base, {**model, "map": 0.7, "n_queries": 5})
+    assert list(rows) == ["model", "model (baseline queries)", "qmax"]
+    assert "f1" not in rows["model"]
+    md = compare_markdown(rows)
+    assert md.count("\n") == 5
+    assert "| qmax | 5 | 0.3000 | 4.00 | 0.1000 | 2 |" in md
+    assert "| model (baseline queries) | 5 | 0.7000 |" in md
+
+
+def test_on_queries_subsets_stats():
+    stats = {"query": np.array([0, 2, 5]), "ap": np.array([1.0, 0.5, 0.0]),
+             "rank1": np.array([1, 2, 9]), "p10": np.array([0.1, 0.1, 0.1]),
+             "n_relevant": np.array([1, 1, 1])}
+    sub = on_queries(stats, np.array([2, 5]), 9, 0.1)
+    assert sub["map"] == 0.25 and sub["mr1"] == 5.5 and sub["n_queries"] == 2
+
+
+def test_read_report(tmp_path):
+    with pytest.raises(BadInputError, match="not found"):
+        read_report(tmp_path / "threshold.json")
+    assert read_report(tmp_path / "baseline.json", required=False) is None
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(BadInputError, match="not valid JSON"):
+        read_report(tmp_path / "bad.json")
+
+
+def test_run_evaluation_writes_reports_and_logs(params, tmp_path):
+    from coverid.baselines import select_queries
+    from coverid.tracking import stage_run
+
+    with stage_run("train", params) as train:
+        pass
+    fs = make_feature_set(n_works=5, versions=3, n_noise=3, spect_len=10, rows=12)
+    embedder = FakeEmbedder(120, config={"train_run_id": train.info.run_id})
+    threshold = {"threshold": 0.6, "metric": "euclidean", "objective": "f1"}
+    n_base = len(select_queries(fs.work_id, 5, params["seed"]))
+    baseline = {"dtw": {"map": 0.4, "mr1": 2.0, "p10": 0.2, "n_queries": n_base,
+                        "seconds_per_query": 0.5}}
+    metrics = run_evaluation(params, embedder, fs, threshold, baseline, reports=tmp_path / "r")
+
+    r = tmp_path / "r"
+    saved = json.loads((r / "metrics.json").read_text())
+    assert list(saved) == list(METRIC_KEYS) and saved == pytest.approx(metrics)
+    assert saved["n_queries"] == 15 and saved["n_candidates"] == len(fs) - 1
+    assert saved["map"] > 0.9  # versions share a base pattern
+    with np.load(r / "eval" / "embeddings.npz") as z:
+        assert z["embeddings"].shape == (len(fs), 16)
+        assert z["work_id"].tolist() == fs.work_id.tolist()
+        assert z["perf_id"].tolist() == fs.perf_id.tolist()
+    plots = r / "plots" / "eval"
+    for name in ("distances.png", "roc.png", "pr.png", "ap_hist.png"):
+        assert (plots / name).read_bytes()[:4] == b"\x89PNG"
+    with (plots / "roc.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["fpr", "tpr"] and float(rows[-1]["tpr"]) == 1.0
+    with (plots / "pr.csv").open() as f:
+        assert next(csv.reader(f)) == ["recall", "precision"]
+    cmp = json.loads((r / "compare.json").read_text())
+    assert list(cmp) == ["model", "model (baseline queries)", "dtw"]
+    assert cmp["model (baseline queries)"]["n_queries"] == n_base
+    assert "| dtw |" in (r / "compare.md").read_text()
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(params["mlflow"]["experiment"])
+    query = (f"tags.`coverid.stage` = 'evaluate' and "
+             f"tags.`coverid.train_run_id` = '{train.info.run_id}'")
+    [ev_run] = client.search_runs([exp.experiment_id], query)
+    assert ev_run.data.metrics["map"] == pytest.approx(metrics["map"])
+    arts = {a.path for a in client.list_artifacts(ev_run.info.run_id, "plots/eval")}
+    assert "plots/eval/roc.png" in arts
+    assert client.get_run(train.info.run_id).data.metrics["test_map"] == pytest.approx(
+        metrics["map"])
+
+
+def test_run_evaluation_rejects_bce_threshold_without_head(params, tmp_path):
+    fs = make_feature_set(n_works=2, versions=2, n_noise=0, spect_len=10, rows=12)
+    with pytest.raises(CoveridError, match="BCE head"):
+        run_evaluation(params, FakeEmbedder(120), fs, {"threshold": 0.5, "metric": "bce"}, None,
+                       reports=tmp_path / "r")

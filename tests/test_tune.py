@@ -1,0 +1,143 @@
+"""Threshold tuning: Optuna study on validation pairs, trials nested in MLflow, resumable."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_feature_set
+
+from coverid.config import load_params
+from coverid.distance import paired
+from coverid.metrics import ThresholdScorer, sample_pairs, verification_metrics
+from coverid.tune import (
+    candidate_metrics,
+    optimise,
+    pair_scorers,
+    plateau_midpoint,
+    study_name,
+    tune_threshold,
+)
+
+mlflow = pytest.importorskip("mlflow")
+optuna = pytest.importorskip("optuna")
+
+
+class FakeEmbedder:
+    """Flattens and projects with a fixed random matrix (the real Embedder's interface)."""
+
+    def __init__(self, d_in: int, dim: int = 16, metric: str = "euclidean", head=None,
+                 config: dict | None = None) -> None:
+        self.proj = np.random.default_rng(0).standard_normal((d_in, dim)) / np.sqrt(d_in)
+        self.metric, self.head, self.config = metric, head, dict(config or {})
+
+    def embed(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return (np.asarray(x).reshape(len(x), -1) @ self.proj).astype(np.float32)
+
+
+@pytest.fixture
+def params(tmp_path, tmp_path_factory, monkeypatch):
+    p = copy.deepcopy(load_params(Path(__file__).parents[1] / "params.yaml"))
+    monkeypatch.chdir(tmp_path)
+    # One tracking db per test session: creating (migrating) a new one costs seconds.
+    db = tmp_path_factory.getbasetemp() / "coverid-mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    p["tune"].update(storage=f"sqlite:///{tmp_path}/optuna.db", n_trials=10, n_negatives=60)
+    return p
+
+
+def test_candidate_metrics():
+    assert candidate_metrics("bce") == ["bce"]
+    assert candidate_metrics("euclidean") == ["euclidean", "cosine"]
+    assert candidate_metrics("cosine") == ["cosine", "euclidean"]
+
+
+def test_study_name_changes_with_model_and_settings():
+    cfg = {"study_name": "s", "objective": "f1", "n_negatives": 10}
+    a = study_name(cfg, 0, {"train_run_id": "aaaaaaaa1111"})
+    assert a.startswith("s-aaaaaaaa-")
+    assert study_name(cfg, 0, {"train_run_id": "bbbbbbbb1111"}) != a
+    other_objective = {**cfg, "objective": "balanced_accuracy"}
+    assert study_name(other_objective, 0, {"train_run_id": "aaaaaaaa"}) != a
+    assert study_name(cfg, 1, {"train_run_id": "aaaaaaaa"}) != a
+    assert study_name({**cfg, "n_trials": 99}, 0, {"train_run_id": "aaaaaaaa"}) == a
+    assert "-abcdef12-" in study_name(cfg, 0, {"params_hash": "abcdef123456"})
+
+
+def test_plateau_midpoint_keeps_predictions():
+    d = np.array([0.1, 0.2, 0.5, 0.9])
+    y = np.array([1, 1, 0, 0])
+    scorer = ThresholdScorer(d, y)
+    assert plateau_midpoint(scorer, 0.3) == pytest.approx(0.35)
+    assert plateau_midpoint(scorer, 0.2) == pytest.approx(0.35)
+    assert scorer(0.35, "f1") == scorer(0.3, "f1") == 1.0
+    assert plateau_midpoint(scorer, 5.0) == 5.0
+
+
+def test_optimise_bce_head_and_resume(tmp_path):
+    fs = make_feature_set(n_works=5, versions=3, n_noise=3, spect_len=10, rows=12)
+    emb = FakeEmbedder(12 * 10).embed(fs.features)
+    head = (np.ones(16, np.float32), -2.0)
+    i, j, y = sample_pairs(fs.work_id, 40, seed=0)
+    scorers = pair_scorers(emb, i, j, y, candidate_metrics("bce"), head)
+    storage = f"sqlite:///{tmp_path}/o.db"
+    study = optimise(scorers, "balanced_accuracy", 8, 0, "bce-study", storage)
+    assert len(study.trials) == 8
+    assert {t.user_attrs["metric"] for t in study.trials} == {"bce"}
+    assert all(0.0 <= t.user_attrs["threshold"] <= 1.0 for t in study.trials)
+    # Resuming with the same target adds nothing; a larger target adds the difference.
+    assert len(optimise(scorers, "balanced_accuracy", 8, 0, "bce-study", storage).trials) == 8
+    assert len(optimise(scorers, "balanced_accuracy", 11, 0, "bce-study", storage).trials) == 11
+
+
+def test_tune_threshold_logs_nested_trials_and_finds_a_good_threshold(params):
+    from coverid.tracking import stage_run
+
+    with stage_run("train", params) as train:
+        pass
+    fs = make_feature_set(n_works=6, versions=3, n_noise=4, spect_len=10, rows=12)
+    embedder = FakeEmbedder(12 * 10, config={"train_run_id": train.info.run_id,
+                                             "params_hash": "feedbeef0000"})
+    result = tune_threshold(params, embedder, fs.features, fs.work_id)
+
+    for key in ("threshold", "metric", "objective", "objective_value", "study_name", "storage",
+                "n_trials"):
+        assert key in result
+    assert result["n_trials"] == 10 and result["objective"] == "f1"
+    assert result["metric"] in ("euclidean", "cosine")
+    assert result["study_name"].startswith(f"coverid-threshold-{train.info.run_id[:8]}-")
+    # The reported value is what the threshold really scores on the validation pairs.
+    emb = embedder.embed(fs.features)
+    i, j, y = sample_pairs(fs.work_id, 60, params["seed"])
+    d = paired(emb[i], emb[j], result["metric"])
+    assert verification_metrics(d, y, result["threshold"])["f1"] == pytest.approx(
+        result["objective_value"])
+    assert result["objective_value"] > 0.8  # versions share a pattern: well separable
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(params["mlflow"]["experiment"])
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{train.info.run_id}'")
+    assert len(children) == 10
+    assert all("f1" in r.data.metrics for r in children)
+    parent = client.get_run(train.info.run_id)
+    assert parent.data.metrics["tune_threshold"] == pytest.approx(result["threshold"])
+
+    # Same model and settings: the study is resumed, no trial added, same answer.
+    again = tune_threshold(params, embedder, fs.features, fs.work_id)
+    assert again["threshold"] == result["threshold"] and again["n_trials"] == 10
+    # A retrained model (new run id, not in MLflow) gets a fresh study in a run of its own.
+    embedder.config["train_run_id"] = "0123456789abcdef"
+    other = tune_threshold(params, embedder, fs.features, fs.work_id)
+    assert other["study_name"] != result["study_name"] and other["n_trials"] == 10
+    assert other["mlflow_run_id"] != train.info.run_id
+
+
+def test_tune_needs_positive_pairs(params):
+    from coverid.errors import CoveridError
+
+    fs = make_feature_set(n_works=0, versions=1, n_noise=5, spect_len=10, rows=12)
+    with pytest.raises(CoveridError, match="validation split"):
+        tune_threshold(params, FakeEmbedder(120), fs.features, fs.work_id)
