@@ -32,16 +32,15 @@ def resize_time(x: np.ndarray, length: int) -> np.ndarray:
     if t < length:
         idx = np.minimum((np.arange(length) * t) // length, t - 1)
         return x[idx].astype(np.float32)
-    csum = np.vstack([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
     edges = np.arange(length + 1) * (t / length)
-
-    def integral(pos: np.ndarray) -> np.ndarray:
-        """Integral of the piecewise-constant signal from 0 to `pos`."""
-        lo = np.minimum(np.floor(pos).astype(int), t - 1)
-        return csum[lo] + (pos - lo)[:, None] * x[lo]
-
-    total = integral(edges)
-    return ((total[1:] - total[:-1]) / (t / length)).astype(np.float32)
+    lo = np.floor(edges).astype(np.int64)
+    lo[-1] = t  # the last edge is exactly t (float rounding may put it just below)
+    frac = (edges - lo)[:, None]
+    frac[-1] = 0.0
+    # bin i = sum x[lo_i:lo_(i+1)] + frac_(i+1) * x[lo_(i+1)] - frac_i * x[lo_i]
+    part = frac * x[np.minimum(lo, t - 1)]
+    out = np.add.reduceat(x, lo[:-1], axis=0) + part[1:] - part[:-1]
+    return (out / (t / length)).astype(np.float32)
 
 
 def tile_pitch(x: np.ndarray) -> np.ndarray:

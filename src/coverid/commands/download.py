@@ -1,18 +1,51 @@
-"""`coverid download`: placeholder until its issue lands."""
+"""`coverid download da-tacos`: fetch, verify and unzip Da-TACOS archives from Zenodo."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `download` sub-command."""
-    p = sub.add_parser("download", help="(not available yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("download", help="download a dataset",
+                       description="Download a dataset. Unset options take their values from "
+                                   "params.yaml (data.datacos) when it is there.")
+    datasets = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    d = datasets.add_parser("da-tacos", help="Da-TACOS features and metadata (Zenodo 3520368, 4717628)",
+                            description="Download Da-TACOS archives (md5-verified) and unzip them: "
+                                        "OUT/da-tacos_<subset>_subset_<feature>/W_*/P_*.h5 and "
+                                        "OUT/da-tacos_metadata/.")
+    d.add_argument("--subset", choices=("benchmark", "coveranalysis"), help="default: params or benchmark")
+    d.add_argument("--feature", action="append", dest="features", metavar="FEATURE",
+                   help="crema, hpcp, chroma_cens (also key, madmom, mfcc, tags); repeatable "
+                        "(default: params data.datacos.features)")
+    d.add_argument("--out", type=Path, default=Path("data/raw/datacos"), help="output folder")
+    d.add_argument("--base-url", help="mirror or test server replacing https://zenodo.org")
+    d.add_argument("--checksums", type=Path,
+                   help="manifest replacing the built-in md5 table: JSON {name: md5} or 'md5  name' lines")
+    d.add_argument("--no-metadata", action="store_true", help="skip da-tacos_metadata.zip")
+    d.add_argument("--keep-archives", action="store_true", help="keep the zips in OUT/.archives")
+    d.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file for defaults")
+    d.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Report that the command is not available yet."""
-    from coverid.errors import CoveridError
+    """Download the requested archives and print where they went."""
+    from coverid.config import load_params
+    from coverid.data.datacos import METADATA, download
 
-    raise CoveridError("'download' is not available in this version yet")
+    cfg = load_params(args.params)["data"]["datacos"] if args.params.exists() else {}
+    features = args.features or cfg.get("features") or ["crema"]
+    dirs = download(
+        args.out,
+        args.subset or cfg.get("subset", "benchmark"),
+        ([] if args.no_metadata else [METADATA]) + list(features),
+        base_url=args.base_url or cfg.get("base_url"),
+        checksums=args.checksums or cfg.get("checksums"),
+        **{k: cfg[k] for k in ("retries", "retry_wait_s", "timeout_s") if k in cfg},
+        keep_archives=args.keep_archives or bool(cfg.get("keep_archives", False)),
+    )
+    for d in dirs:
+        print(d)
+    return 0
