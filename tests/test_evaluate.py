@@ -151,3 +151,13 @@ def test_run_evaluation_rejects_bce_threshold_without_head(params, tmp_path):
     with pytest.raises(CoveridError, match="BCE head"):
         run_evaluation(params, FakeEmbedder(120), fs, {"threshold": 0.5, "metric": "bce"}, None,
                        reports=tmp_path / "r")
+
+
+def test_distance_hist_handles_identical_distances(tmp_path):
+    from coverid.plots import distance_hist
+
+    dist = np.full(20, 0.5, dtype=np.float32)
+    dist[3] = np.nextafter(np.float32(0.5), np.float32(1))
+    labels = np.arange(20) % 2
+    distance_hist(tmp_path / "d.png", dist, labels, 0.5, "bce")
+    assert (tmp_path / "d.png").stat().st_size > 0

@@ -24,7 +24,7 @@ TINY = {
     "data.split.train": 0.5,
     "data.split.val": 0.25,
     "data.split.test": 0.25,
-    "preprocess.spect_len": 64,
+    "preprocess.spect_len": 256,
     "preprocess.max_frames": None,
     "preprocess.workers": 1,
     "preprocess.scheduler": "single",
@@ -73,7 +73,8 @@ def repo(tmp_path_factory) -> Path:
         _set(params, key, value)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
-    (repo / "data").mkdir()
+    (repo / "data/audio").mkdir(parents=True)
+    (repo / "data/audio/.gitkeep").touch()
     _run(["git", "init", "-q"], repo)
     _run([str(BIN / "dvc"), "init", "-q"], repo)
     _run([str(BIN / "dvc"), "config", "core.analytics", "false"], repo)

@@ -41,12 +41,21 @@ def write_csv(path: str | Path, columns: dict[str, np.ndarray]) -> None:
         w.writerows(zip(*(c.tolist() for c in cols)))
 
 
+def _bin_edges(values: np.ndarray, n: int) -> np.ndarray:
+    """`n` equal bins over the values' range, widened when the range is (nearly) empty."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    pad = max(abs(lo), abs(hi), 1.0) * 1e-6
+    if hi - lo < pad:  # an untrained model can map every pair to the same distance
+        lo, hi = lo - pad, hi + pad
+    return np.linspace(lo, hi, n + 1)
+
+
 def distance_hist(path: str | Path, dist: np.ndarray, labels: np.ndarray, threshold: float,
                   metric: str) -> None:
     """Histograms of same-work and different-work pair distances with the threshold."""
     dist, labels = np.asarray(dist), np.asarray(labels).astype(bool)
     fig, ax = _figure()
-    bins = np.histogram_bin_edges(dist, bins=50)
+    bins = _bin_edges(dist, 50)
     ax.hist(dist[~labels], bins=bins, alpha=0.6, density=True,
             label=f"different work ({(~labels).sum()})")
     ax.hist(dist[labels], bins=bins, alpha=0.6, density=True, label=f"same work ({labels.sum()})")
