@@ -1,0 +1,249 @@
+"""A trained encoder on disk (and in the MLflow registry): save, load, embed.
+
+Model dir layout: `encoder.keras` (the Keras model) + `config.json` (arch, loss, embedding_dim,
+metric, feature, spect_len, tile, max_frames, preprocess, train_run_id, params_hash, and for the
+bce loss `head`: {"weights": [...], "bias": b}).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coverid.errors import BadInputError, CoveridError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "encoder.keras"
+CONFIG_FILE = "config.json"
+CACHE_ENV = "COVERID_CACHE"
+
+
+def metric_for(loss: str) -> str:
+    """The distance a model trained with `loss` is meant to be compared with."""
+    return "bce" if loss == "bce" else "euclidean"
+
+
+class Embedder:
+    """An encoder with its config: `embed` maps (N, F, L) features to (N, D) embeddings."""
+
+    def __init__(self, encoder: Any, config: dict[str, Any],
+                 head: tuple[np.ndarray, float] | None = None) -> None:
+        self.encoder = encoder
+        self.config = config
+        self.metric = config.get("metric", metric_for(config.get("loss", "contrastive")))
+        self.head = head
+        self._fn = None
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return int(self.encoder.output_shape[-1])
+
+    def embed(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, F, L) features -> (N, D) float32 embeddings (inference mode)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3:
+            raise CoveridError(f"embed expects (N, F, L) features, got shape {x.shape}")
+        want = self.encoder.input_shape[1:]
+        if want[0] is not None and x.shape[1] != want[0] or \
+                want[1] is not None and x.shape[2] != want[1]:
+            raise CoveridError(f"features of shape {x.shape[1:]} do not fit the encoder's "
+                               f"input {tuple(want)}")
+        if self._fn is None:
+            self._fn = make_embed_fn(self.encoder)
+        return embed_batches(self._fn, x, batch_size, self.dim)
+
+
+def make_embed_fn(encoder: Any):
+    """A compiled inference call of `encoder`."""
+    import tensorflow as tf
+
+    return tf.function(lambda b: encoder(b, training=False), reduce_retracing=True)
+
+
+def embed_batches(fn: Any, x: np.ndarray, batch_size: int, dim: int) -> np.ndarray:
+    """Apply `fn` to `x` in batches; (N, dim) float32."""
+    out = [np.asarray(fn(x[i:i + batch_size]), dtype=np.float32)
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+def save_embedder(model_dir: str | Path, encoder: Any, config: dict[str, Any],
+                  head: tuple[np.ndarray, float] | None = None) -> None:
+    """Write encoder.keras + config.json to a temp dir beside `model_dir`, then swap it in."""
+    model_dir = Path(model_dir)
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    if head is not None:
+        w, b = head
+        config["head"] = {"weights": np.asarray(w, np.float32).ravel().tolist(), "bias": float(b)}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
+    old = model_dir.parent / f".{model_dir.name}.old"
+    try:
+        encoder.save(tmp / MODEL_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json) + "\n")
+        shutil.rmtree(old, ignore_errors=True)
+        if model_dir.exists():
+            os.replace(model_dir, old)
+        os.replace(tmp, model_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _json(obj: Any) -> Any:
+    """numpy values -> JSON."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_embedder(model: str | Path) -> Embedder:
+    """Load a model dir, or an MLflow model URI (`models:/name/version|latest`, `runs:/...`)."""
+    text = str(model)
+    model_dir = _download(text) if re.match(r"^[a-z][a-z0-9+.-]*:/", text) else Path(text)
+    return _load_dir(model_dir)
+
+
+def _load_dir(model_dir: Path) -> Embedder:
+    """Read a model dir; BadInputError naming the problem when it is missing or corrupt."""
+    import keras
+
+    import coverid.model  # noqa: F401  (registers the custom layers for deserialisation)
+
+    if not model_dir.is_dir():
+        raise BadInputError(model_dir, "model directory not found")
+    found = _find_model_dir(model_dir)
+    if found is None:
+        raise BadInputError(model_dir, f"not a model directory (needs {MODEL_FILE} and "
+                            f"{CONFIG_FILE})")
+    try:
+        config = json.loads((found / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise BadInputError(found / CONFIG_FILE, f"not valid JSON ({e.msg})") from None
+    if not isinstance(config, dict):
+        raise BadInputError(found / CONFIG_FILE, "expected a JSON object")
+    try:
+        encoder = keras.saving.load_model(found / MODEL_FILE, compile=False)
+    except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad archive)
+        raise BadInputError(found / MODEL_FILE,
+                            f"cannot load the Keras model ({e.__class__.__name__})") from None
+    head = None
+    if config.get("head") is not None:
+        head = (np.asarray(config["head"]["weights"], np.float32), float(config["head"]["bias"]))
+    if config.get("metric") == "bce" and head is None:
+        raise BadInputError(found / CONFIG_FILE, "metric is bce but the head is missing")
+    return Embedder(encoder, config, head)
+
+
+def _find_model_dir(root: Path) -> Path | None:
+    """`root` itself, or the one folder below it holding encoder.keras + config.json."""
+    if (root / MODEL_FILE).is_file() and (root / CONFIG_FILE).is_file():
+        return root
+    for keras_file in sorted(root.rglob(MODEL_FILE)):
+        if (keras_file.parent / CONFIG_FILE).is_file():
+            return keras_file.parent
+    return None
+
+
+def cache_dir() -> Path:
+    """Where downloaded registry models are kept (env COVERID_CACHE, else ~/.cache/coverid)."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "coverid")) / "models"
+
+
+def _download(uri: str) -> Path:
+    """Download an MLflow model URI once (per resolved registry version) into the cache."""
+    import mlflow
+
+    key = _resolve_registry_version(uri)
+    target = cache_dir() / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=target.parent))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
+        os.replace(tmp, target)
+    except mlflow.exceptions.MlflowException as e:
+        raise CoveridError(f"{uri}: cannot download the model ({e.message})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _resolve_registry_version(uri: str) -> str:
+    """`models:/name/latest` or `models:/name@alias` -> `models:/name/<version>`; others as is."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    m = re.match(r"^models:/([^/@]+)(?:/(.+)|@(.+))$", uri)
+    if not m:
+        return uri
+    name, version, alias = m.groups()
+    client = MlflowClient()
+    try:
+        if alias:
+            version = client.get_model_version_by_alias(name, alias).version
+        elif version == "latest":
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise CoveridError(f"{uri}: the registered model has no versions")
+            version = str(max(int(v.version) for v in versions))
+    except MlflowException as e:
+        raise CoveridError(f"{uri}: {e.message}") from None
+    return f"models:/{name}/{version}"
+
+
+def log_mlflow_model(model_dir: str | Path, registered_name: str | None) -> Any:
+    """Log the model dir as an MLflow pyfunc model (signature (None, F, L) float32 -> (None, D)),
+    registered under `registered_name` when given; returns MLflow's ModelInfo."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    emb = load_embedder(model_dir)
+    f, length = emb.encoder.input_shape[1:]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, f, -1 if length is None else length),
+                                  "features")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, emb.dim), "embedding")]))
+
+    class EncoderModel(mlflow.pyfunc.PythonModel):
+        """pyfunc wrapper: predict((N, F, L) float32) -> (N, D) embeddings."""
+
+        def load_context(self, context):
+            self.embedder = load_embedder(context.artifacts["model_dir"])
+
+        def predict(self, context, model_input, params=None):
+            return self.embedder.embed(np.asarray(model_input, np.float32))
+
+    with warnings.catch_warnings():
+        # MLflow nags about type hints and input examples; the explicit signature covers both.
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.pyfunc.log_model(
+            name="encoder", python_model=EncoderModel(), artifacts={"model_dir": str(model_dir)},
+            signature=signature, registered_model_name=registered_name,
+            pip_requirements=_requirements())
+
+
+def _requirements() -> list[str]:
+    """The pinned packages the pyfunc model needs (no slow requirement inference)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for pkg in ("tensorflow", "keras", "numpy", "mlflow", "coverid"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return reqs

@@ -1,0 +1,238 @@
+"""Encoders (input (F, L) pitch x time features -> embedding) and the BCE pair head.
+
+- `seed`: the seed project's network (fixed 512-d sigmoid embedding, needs F = 23 and L >= 222).
+- `move`: MOVE-style (Yesiler et al. 2020): a first convolution spanning 12 pitch rows of the
+  23-row tiled input, max-pooled over the 12 pitch positions (so a transposition only rolls which
+  position wins: invariance), dilated 1-D convolutions over time, pooling over time (any L),
+  a linear embedding and optional L2 normalisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from coverid.errors import CoveridError
+
+ARCHS = ("seed", "move")
+SEED_DIM = 512
+SEED_DILATIONS = (20, 13, 7)
+PITCH = 12
+POOLINGS = ("attention", "mean", "max")
+PITCH_POOLS = ("early", "late", "gram")
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class PitchTile(layers.Layer):
+    """(B, 12, L) -> (B, 23, L): the MOVE tiling, for inputs stored untiled."""
+
+    def call(self, x):
+        return ops.concatenate([x, x[:, : PITCH - 1]], axis=1)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], 2 * PITCH - 1, shape[2])
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class PitchMaxPool(layers.Layer):
+    """Max over the pitch positions (axis 1): (B, P, T, C) -> (B, T, C), (B, P, C) -> (B, C)."""
+
+    def call(self, x):
+        return ops.max(x, axis=1)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], *shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class PitchGram(layers.Layer):
+    """(B, P, C) -> (B, C (C + 1) / 2): the upper triangle of X'X / P over the pitch positions.
+
+    A transposition permutes the P rows of X, which leaves X'X unchanged, yet X'X still says
+    which channels fire together under the same transposition (their relative roots).
+    """
+
+    def call(self, x):
+        c = x.shape[-1]
+        gram = ops.einsum("bpc,bpd->bcd", x, x) / ops.cast(ops.shape(x)[1], x.dtype)
+        rows, cols = np.triu_indices(c)
+        flat = ops.reshape(gram, (-1, c * c))
+        return ops.take(flat, rows * c + cols, axis=1)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], shape[-1] * (shape[-1] + 1) // 2)
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class TimePooling(layers.Layer):
+    """Pool the time axis (the one before channels): (B, [P,] T, C) -> (B, [P,] C).
+
+    attention: softmax-over-time weights from a learned 1x1 projection, weighted sum;
+    mean / max: plain global pooling.
+    """
+
+    def __init__(self, mode: str = "attention", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if mode not in POOLINGS:
+            raise CoveridError(f"unknown model.move.pooling {mode!r}; expected one of {POOLINGS}")
+        self.mode = mode
+
+    def build(self, shape):
+        if self.mode == "attention":
+            self.score = layers.Dense(1, name="score")
+            self.score.build(shape)
+
+    def call(self, x):
+        if self.mode == "mean":
+            return ops.mean(x, axis=-2)
+        if self.mode == "max":
+            return ops.max(x, axis=-2)
+        weights = ops.softmax(self.score(x), axis=-2)
+        return ops.sum(weights * x, axis=-2)
+
+    def compute_output_shape(self, shape):
+        return (*shape[:-2], shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class L2Normalize(layers.Layer):
+    """Scale each embedding to unit Euclidean norm."""
+
+    def call(self, x):
+        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+
+
+def _pitch_rows(x, n_rows: int):
+    """Tile untiled (12-row) input to 23 rows; reject other row counts."""
+    if n_rows == PITCH:
+        return PitchTile(name="pitch_tile")(x)
+    if n_rows != 2 * PITCH - 1:
+        raise CoveridError(f"encoders need 12 or 23 pitch rows, got {n_rows}")
+    return x
+
+
+def seed_encoder(input_shape: tuple[int, int | None]) -> keras.Model:
+    """The seed network: input (F, L) -> 512-d sigmoid embedding."""
+    n_rows, length = input_shape
+    if length is None or length < min_length_seed():
+        raise CoveridError(f"the seed encoder needs spect_len >= {min_length_seed()}, got {length}")
+    conv = {"kernel_initializer": keras.initializers.RandomNormal(0.0, 0.01),
+            "bias_initializer": keras.initializers.RandomNormal(0.5, 0.01)}
+    inp = keras.Input(shape=input_shape, name="features")
+    x = _pitch_rows(inp, n_rows)
+    x = layers.Reshape((2 * PITCH - 1, length, 1))(x)
+    x = layers.Conv2D(32, (12, 50), activation="relu", **conv)(x)
+    x = layers.MaxPooling2D((12, 1))(x)
+    x = layers.BatchNormalization()(x)
+    for d in SEED_DILATIONS:
+        x = layers.Conv2D(32, (1, 5), **conv)(x)
+        x = layers.Conv2D(64, (1, 5), dilation_rate=(1, d), activation="relu", **conv)(x)
+        x = layers.BatchNormalization()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.1)(x)
+    out = layers.Dense(SEED_DIM, activation="sigmoid",
+                       kernel_initializer=keras.initializers.RandomNormal(0.0, 0.2),
+                       bias_initializer=keras.initializers.RandomNormal(0.5, 0.01),
+                       dtype="float32", name="embedding")(x)
+    return keras.Model(inp, out, name="seed_encoder")
+
+
+def min_length_seed() -> int:
+    """Shortest time axis the seed network accepts (its valid convolutions shrink time)."""
+    return 50 + sum(4 + 4 * d for d in SEED_DILATIONS)
+
+
+def move_encoder(input_shape: tuple[int, int | None], embedding_dim: int, channels: int,
+                 first_kernel: int, kernel: int, dilations: list[int], pooling: str,
+                 l2_normalize: bool, dropout: float = 0.0, time_pool: int = 1,
+                 downsample: int = 1, pitch_pool: str = "early") -> keras.Model:
+    """MOVE-style network: input (F, L or None) -> `embedding_dim` embedding.
+
+    The first convolution spans 12 pitch rows of the tiled input, so its 12 output rows are
+    the 12 transpositions. `pitch_pool` "early" takes their max at once (MOVE); "late" keeps
+    them through the time convolutions and the time pooling and takes the max at the end, so
+    chords further apart than `first_kernel` keep their relative roots (12x the compute);
+    "gram" does the same but ends with `PitchGram` (channel co-activations across the 12
+    transpositions) instead of the max.
+    `downsample` > 1 averages blocks of frames first (cheaper, and a wider first kernel);
+    `time_pool` > 1 max-pools time after the first convolution.
+    """
+    if pitch_pool not in PITCH_POOLS:
+        raise CoveridError(f"unknown model.move.pitch_pool {pitch_pool!r}; expected {PITCH_POOLS}")
+    n_rows = input_shape[0]
+    inp = keras.Input(shape=(n_rows, None), name="features")
+    x = _pitch_rows(inp, n_rows)
+    x = layers.Reshape((2 * PITCH - 1, -1, 1))(x)
+    if downsample > 1:
+        x = layers.AveragePooling2D((1, downsample), padding="same", name="downsample")(x)
+    # pad time only ("same" over time; the 12 pitch positions stay the valid windows)
+    pad = (first_kernel - 1) // 2, first_kernel - 1 - (first_kernel - 1) // 2
+    x = layers.ZeroPadding2D(((0, 0), pad), name="time_pad")(x)
+    x = layers.Conv2D(channels, (PITCH, first_kernel), padding="valid", name="pitch_conv")(x)
+    if time_pool > 1:
+        x = layers.MaxPooling2D((1, time_pool), padding="same", name="time_pool")(x)
+    if pitch_pool == "early":
+        x = PitchMaxPool(name="pitch_max")(x)
+    x = layers.BatchNormalization()(layers.ReLU()(x))
+    for i, d in enumerate(dilations):
+        if pitch_pool == "early":
+            x = layers.Conv1D(channels, kernel, dilation_rate=d, padding="same", name=f"conv{i}")(x)
+        else:
+            x = layers.Conv2D(channels, (1, kernel), dilation_rate=(1, d), padding="same",
+                              name=f"conv{i}")(x)
+        x = layers.BatchNormalization()(layers.ReLU()(x))
+    x = TimePooling(pooling, name="time_pooling")(x)
+    if pitch_pool == "late":
+        x = PitchMaxPool(name="pitch_max")(x)
+    elif pitch_pool == "gram":
+        x = PitchGram(name="pitch_gram")(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    x = layers.Dense(embedding_dim, dtype="float32", name="embedding")(x)
+    if l2_normalize:
+        x = L2Normalize(dtype="float32", name="l2")(x)
+    return keras.Model(inp, x, name="move_encoder")
+
+
+def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) -> keras.Model:
+    """The encoder chosen by `model.arch`, for inputs of shape (F, L); outputs are float32
+    even under a mixed-precision policy."""
+    arch = model["arch"]
+    if arch == "seed":
+        return seed_encoder(input_shape)
+    if arch == "move":
+        m = model["move"]
+        return move_encoder(input_shape, model["embedding_dim"], m["channels"], m["first_kernel"],
+                            m["kernel"], list(m["dilations"]), m["pooling"], m["l2_normalize"],
+                            m.get("dropout", 0.0), m.get("time_pool", 1), m.get("downsample", 1),
+                            m.get("pitch_pool", "early"))
+    raise CoveridError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")
+
+
+def embedding_size(encoder: keras.Model) -> int:
+    """The encoder's output dimension."""
+    return int(encoder.output_shape[-1])
+
+
+def build_head(dim: int) -> keras.layers.Dense:
+    """The BCE head: |e1 - e2| (D,) -> one logit (the sigmoid is applied in the loss)."""
+    head = layers.Dense(1, dtype="float32", name="bce_head")
+    head.build((None, dim))
+    return head
+
+
+def head_logits(head, e1, e2):
+    """Logits (B,) of the BCE head for pairs of embeddings."""
+    return ops.squeeze(head(ops.abs(e1 - e2)), axis=-1)
+
+
+def head_arrays(head) -> tuple:
+    """(weights (D,), bias) of a built BCE head, as numpy (the distance module's format)."""
+    w, b = head.get_weights()
+    return w[:, 0].astype("float32"), float(b[0])

@@ -1,0 +1,486 @@
+"""The training loop: Siamese encoder + loss + Lookahead(Adam), validation MAP, early stopping,
+atomic checkpoints for resuming, and the train stage (MLflow run, model dir, reports).
+
+Determinism: `keras.utils.set_random_seed(seed)` and op determinism; every epoch's batches
+come from (seed, epoch) (see pairs.py), and a checkpoint holds all model, head and optimiser
+variables (the dropout seed state included), so a resumed run retraces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coverid.config import params_hash
+from coverid.errors import CoveridError
+from coverid.io import atomic_path, write_json, write_text
+from coverid.store import FeatureSet
+
+log = logging.getLogger(__name__)
+
+LAST = "last.npz"
+BEST = "best.npz"
+
+
+@dataclass
+class TrainState:
+    """Progress saved with each checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_map: float = -1.0
+    best_epoch: int = 0
+    bad_checks: int = 0
+    seconds: float = 0.0  # time spent in training steps
+    pairs: float = 0.0  # pairs trained on (songs embedded / 2)
+    run_id: str | None = None
+    stopped_early: bool = False
+
+
+@dataclass
+class FitResult:
+    """What `fit` returns: the trained (best) encoder, the BCE head if any, and the progress."""
+
+    encoder: Any
+    head: Any
+    state: TrainState
+    devices: dict[str, Any]
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.state.pairs / self.state.seconds if self.state.seconds else 0.0
+
+
+# ---------------------------------------------------------------- the trainer
+
+class Trainer:
+    """Builds the models and optimiser in a strategy scope and runs training steps."""
+
+    def __init__(self, params: dict[str, Any], input_shape: tuple[int, int], setup: Any) -> None:
+        import tensorflow as tf
+
+        from coverid.lookahead import make_optimizer
+        from coverid.model import build_encoder, build_head, embedding_size
+        from coverid.pairs import mode_for
+
+        self.params = params
+        self.train = params["train"]
+        self.setup = setup
+        self.strategy = setup.strategy
+        self.mode = mode_for(self.train)
+        self.loss_name = self.train["loss"]
+        if self.loss_name not in ("contrastive", "bce", "triplet"):
+            raise CoveridError(f"unknown train.loss {self.loss_name!r}; "
+                               "expected contrastive | bce | triplet")
+        with self.strategy.scope():
+            self.encoder = build_encoder(params["model"], input_shape)
+            self.head = build_head(embedding_size(self.encoder)) if self.loss_name == "bce" else None
+            self.optimizer = make_optimizer(self.train, self.train["steps_per_epoch"])
+            if setup.mixed_precision:
+                import keras
+
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer.build(self.trainable_variables)
+        self._grads = tf.function(self._grads_impl, jit_compile=setup.xla or None)
+        self._step = tf.function(self._step_impl)
+
+    @property
+    def trainable_variables(self) -> list:
+        head = self.head.trainable_variables if self.head is not None else []
+        return self.encoder.trainable_variables + head
+
+    def state_variables(self) -> dict[str, list]:
+        """Every variable a checkpoint must hold, by group."""
+        return {"encoder": list(self.encoder.variables),
+                "head": list(self.head.variables) if self.head is not None else [],
+                "optimizer": list(self.optimizer.variables)}
+
+    # -- losses
+    def _pair_loss(self, y, e1, e2):
+        from coverid.losses import bce_loss, contrastive_loss, euclidean
+        from coverid.model import head_logits
+
+        if self.loss_name == "bce":
+            return bce_loss(y, head_logits(self.head, e1, e2))
+        return contrastive_loss(y, euclidean(e1, e2), self.train["margin"])
+
+    def _score_matrix(self, a, b):
+        """(len(a), len(b)) dissimilarity used to pick the hardest negatives."""
+        from keras import ops
+
+        diff = a[:, None, :] - b[None, :, :]
+        if self.loss_name == "bce":
+            return -ops.squeeze(self.head(ops.abs(diff)), axis=-1)
+        return ops.sum(ops.square(diff), axis=-1)
+
+    def loss(self, batch, training: bool = True):
+        """The batch loss for this run's mode and loss."""
+        from keras import ops
+
+        from coverid.losses import triplet_loss
+
+        if self.mode == "pk":
+            x, w = batch
+            return triplet_loss(w, self.encoder(x, training=training), self.train["margin"],
+                                self.train["mining"])
+        (x1, x2), extra = batch
+        n = ops.shape(x1)[0]
+        e = self.encoder(ops.concatenate([x1, x2], axis=0), training=training)
+        e1, e2 = e[:n], e[n:]
+        if self.mode == "pairs":
+            return self._pair_loss(extra, e1, e2)
+        # positives: each anchor's negative is the most similar other-work song in the batch
+        cands = ops.concatenate([e1, e2], axis=0)
+        cand_w = ops.concatenate([extra[:, 0], extra[:, 1]], axis=0)
+        score = self._score_matrix(e1, cands)
+        same = ops.equal(extra[:, 0][:, None], cand_w[None, :])
+        score = ops.where(same, ops.max(score) + 1.0, score)
+        neg = ops.take(cands, ops.argmin(score, axis=1), axis=0)
+        y = ops.concatenate([ops.ones((n,)), ops.zeros((n,))], axis=0)
+        return self._pair_loss(y, ops.concatenate([e1, e1], 0), ops.concatenate([e2, neg], 0))
+
+    # -- steps
+    def _grads_impl(self, batch):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = self.loss(batch, training=True)
+            scaled = loss / self.strategy.num_replicas_in_sync
+            if self.setup.mixed_precision:
+                scaled = self.optimizer.scale_loss(scaled)
+        return loss, tape.gradient(scaled, self.trainable_variables)
+
+    def _replica_step(self, batch):
+        loss, grads = self._grads(batch)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return loss
+
+    def _step_impl(self, batch):
+        import tensorflow as tf
+
+        per_replica = self.strategy.run(self._replica_step, args=(batch,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    def run_epoch(self, batches, steps: int) -> float:
+        """Train on the next `steps` batches of an iterator over a (distributed) dataset; the mean
+        batch loss."""
+        losses = [float(self._step(next(batches))) for _ in range(steps)]
+        if not losses:
+            raise CoveridError("an epoch has no batches (train.steps_per_epoch must be >= 1)")
+        if not all(math.isfinite(v) for v in losses):
+            raise CoveridError("training diverged (non-finite loss); lower train.learning_rate")
+        return float(np.mean(losses))
+
+    def learning_rate(self) -> float:
+        """The current learning rate (the schedule at the current step)."""
+        return float(np.asarray(self.optimizer.learning_rate))
+
+    def head_arrays(self) -> tuple[np.ndarray, float] | None:
+        from coverid.model import head_arrays
+
+        return head_arrays(self.head) if self.head is not None else None
+
+
+# ---------------------------------------------------------------- validation
+
+def validation_map(trainer: Trainer, x: np.ndarray, work_id: np.ndarray, batch_size: int) -> float:
+    """MAP of the val songs against each other (NaN when no val work has two versions)."""
+    from coverid.distance import pairwise
+    from coverid.embedder import embed_batches, make_embed_fn
+    from coverid.metrics import retrieval_metrics
+    from coverid.model import embedding_size
+
+    if len(x) < 2 or len(np.unique(work_id)) == len(work_id):
+        return float("nan")
+    fn = getattr(trainer, "_embed_fn", None) or make_embed_fn(trainer.encoder)
+    trainer._embed_fn = fn
+    e = embed_batches(fn, x, batch_size, embedding_size(trainer.encoder))
+    head = trainer.head_arrays()
+    dist = pairwise(e, e, "bce" if head is not None else "euclidean", head)
+    return float(retrieval_metrics(dist, work_id)["map"])
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def data_fingerprint(fs: FeatureSet) -> str:
+    """A short hash of a feature set's contents (a checkpoint is only resumed on the same data)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(fs.features).tobytes())
+    h.update("\n".join(fs.work_id.tolist() + fs.perf_id.tolist()).encode())
+    return h.hexdigest()[:12]
+
+
+def checkpoint_key(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet) -> str:
+    """What a checkpoint must match to be resumed: seed, model/train params (resume aside), data."""
+    train = {k: v for k, v in params["train"].items() if k != "resume"}
+    return params_hash({"seed": params["seed"], "model": params["model"], "train": train,
+                        "data": [data_fingerprint(train_fs), data_fingerprint(val_fs)]})
+
+
+def save_checkpoint(path: Path, trainer: Trainer, state: TrainState, key: str) -> None:
+    """All variables + state in one .npz, written atomically."""
+    arrays = {f"{group}/{i}": np.asarray(v.numpy()) for group, vs in trainer.state_variables().items()
+              for i, v in enumerate(vs)}
+    arrays["state"] = np.array(json.dumps({"key": key, **asdict(state)}))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def read_checkpoint_state(path: Path) -> dict[str, Any] | None:
+    """The state dict stored in a checkpoint, or None when absent/unreadable."""
+    try:
+        with np.load(path) as z:
+            return json.loads(str(z["state"]))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def load_checkpoint(path: Path, trainer: Trainer) -> None:
+    """Assign a checkpoint's variables to the trainer's models and optimiser."""
+    with np.load(path) as z:
+        for group, vs in trainer.state_variables().items():
+            for i, v in enumerate(vs):
+                name = f"{group}/{i}"
+                if name not in z or z[name].shape != tuple(v.shape):
+                    raise CoveridError(f"{path}: checkpoint does not match the model ({name})")
+                v.assign(z[name])
+
+
+def _weights(trainer: Trainer) -> list[np.ndarray]:
+    """Copies of the model (encoder + head) variables."""
+    vs = trainer.state_variables()
+    return [np.array(v.numpy()) for v in vs["encoder"] + vs["head"]]
+
+
+def _set_weights(trainer: Trainer, weights: list[np.ndarray]) -> None:
+    vs = trainer.state_variables()
+    for v, w in zip(vs["encoder"] + vs["head"], weights):
+        v.assign(w)
+
+
+# ---------------------------------------------------------------- fit
+
+def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
+    """Seed Python, numpy, TF and Keras; optionally make TF ops deterministic (done on the CPU
+    only: several GPU kernels have no deterministic version and would raise)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(int(seed))
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+
+
+def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
+        checkpoint_dir: str | Path | None = None, setup: Any = None, run_id: str | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train on `train_fs`, validate (MAP) on `val_fs`; early stopping and best weights on val MAP.
+
+    Checkpoints go to `checkpoint_dir` every `train.checkpoint_every` epochs; with
+    `train.resume` a matching checkpoint there is continued. The dir is removed on success.
+    """
+    from tqdm import tqdm
+
+    from coverid.devices import setup_devices
+    from coverid.pairs import batch_items, encode_labels, make_dataset
+
+    train = params["train"]
+    seed = int(params["seed"])
+    setup = setup or setup_devices(train)
+    seed_everything(seed, deterministic_ops=not setup.gpus)
+    trainer = Trainer(params, tuple(train_fs.features.shape[1:]), setup)
+    labels = encode_labels(train_fs.work_id)
+    state = TrainState(run_id=run_id)
+    best_weights: list[np.ndarray] | None = None
+    key = checkpoint_key(params, train_fs, val_fs)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    if ckpt is not None and train.get("resume") and (ckpt / LAST).exists():
+        saved = read_checkpoint_state(ckpt / LAST)
+        if saved is not None and saved.pop("key", None) == key:
+            load_checkpoint(ckpt / LAST, trainer)
+            state = TrainState(**saved)
+            if (ckpt / BEST).exists():
+                current = _weights(trainer)
+                load_checkpoint(ckpt / BEST, trainer)
+                best_weights = _weights(trainer)
+                _set_weights(trainer, current)
+            log.info("resumed from %s after epoch %d", ckpt / LAST, state.epoch)
+        else:
+            log.warning("%s does not match these params/data: starting afresh", ckpt / LAST)
+
+    items = batch_items(train)
+    every = max(int(train.get("checkpoint_every", 1)), 0)
+    epochs = range(state.epoch, train["epochs"])
+    batches = iter(trainer.strategy.experimental_distribute_dataset(
+        make_dataset(train_fs.features, labels, train, seed, epochs))) if len(epochs) else None
+    bar = tqdm(epochs, desc="train", unit="epoch", initial=state.epoch, total=train["epochs"])
+    for epoch in bar:
+        t0 = time.perf_counter()
+        loss = trainer.run_epoch(batches, train["steps_per_epoch"])
+        state.seconds += time.perf_counter() - t0
+        state.pairs += train["steps_per_epoch"] * items / 2
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "lr": trainer.learning_rate()}
+        last = epoch + 1 == train["epochs"]
+        if (epoch + 1) % train["val_every"] == 0 or last:
+            val_map = validation_map(trainer, val_fs.features, val_fs.work_id, items)
+            row["val_map"] = val_map
+            if math.isnan(val_map) or val_map > state.best_val_map:
+                state.best_val_map = val_map if not math.isnan(val_map) else state.best_val_map
+                state.best_epoch, state.bad_checks = epoch + 1, 0
+                best_weights = _weights(trainer)
+                if ckpt is not None and every:
+                    save_checkpoint(ckpt / BEST, trainer, state, key)
+            else:
+                state.bad_checks += 1
+        state.history.append(row)
+        state.epoch = epoch + 1
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
+        log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
+        stop = state.bad_checks >= train["patience"]
+        state.stopped_early = stop and not last
+        if ckpt is not None and every and ((epoch + 1) % every == 0 or stop or last):
+            save_checkpoint(ckpt / LAST, trainer, state, key)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, {k: v for k, v in row.items() if k != "epoch" and not
+                                 (isinstance(v, float) and math.isnan(v))})
+        if stop:
+            log.info("early stop: no val MAP gain in %d checks", state.bad_checks)
+            break
+    bar.close()
+    if best_weights is not None:
+        _set_weights(trainer, best_weights)
+    if ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return FitResult(trainer.encoder, trainer.head_arrays(), state, setup.describe())
+
+
+# ---------------------------------------------------------------- the stage
+
+def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, FeatureSet]:
+    """(train, val) feature sets; a clear error when train is empty."""
+    from coverid.splits import split_mask
+
+    train_fs = fs.take(split_mask(fs.work_id, splits, "train"))
+    val_fs = fs.take(split_mask(fs.work_id, splits, "val"))
+    if len(train_fs) == 0:
+        raise CoveridError("no training songs: the splits file puts no work in 'train'")
+    return train_fs, val_fs
+
+
+def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any,
+                    run_id: str | None) -> dict[str, Any]:
+    """config.json of the model dir (COMMON contract)."""
+    from coverid.embedder import metric_for
+    from coverid.model import embedding_size
+
+    pre = params.get("preprocess", {})
+    return {
+        "arch": params["model"]["arch"],
+        "loss": params["train"]["loss"],
+        "embedding_dim": embedding_size(encoder),
+        "metric": metric_for(params["train"]["loss"]),
+        "feature": fs.feature,
+        "spect_len": fs.spect_len,
+        "tile": int(fs.features.shape[1]) == 23,
+        "max_frames": pre.get("max_frames"),
+        "preprocess": pre,
+        "train_run_id": run_id,
+        "params_hash": params_hash(params),
+    }
+
+
+def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | None) -> None:
+    """reports/plots/train_curve.csv (epoch, loss, val_map; val_map empty when not validated)
+    and an optional PNG of both curves."""
+    lines = ["epoch,loss,val_map"]
+    for row in history:
+        vm = row.get("val_map")
+        vm_s = "" if vm is None or (isinstance(vm, float) and math.isnan(vm)) else f"{vm:.6f}"
+        lines.append(f"{row['epoch']},{row['loss']:.6f},{vm_s}")
+    write_text(csv_path, "\n".join(lines) + "\n")
+    if png_path is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], "C0-", label="loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss", color="C0")
+    ax2 = ax.twinx()
+    val = [(r["epoch"], r["val_map"]) for r in history
+           if r.get("val_map") is not None and not math.isnan(r["val_map"])]
+    if val:
+        ax2.plot(*zip(*val), "C1o-", label="val MAP")
+    ax2.set_ylabel("val MAP", color="C1")
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
+              reports_dir: str | Path | None = None) -> dict[str, Any]:
+    """The train stage: read features and splits, fit, save the model dir, log to MLflow,
+    write reports/train.json and the training curve. Returns the train.json metrics."""
+    import mlflow
+
+    from coverid import paths
+    from coverid.devices import setup_devices
+    from coverid.embedder import log_mlflow_model, save_embedder
+    from coverid.splits import read_splits
+    from coverid.store import read_features
+    from coverid.tracking import stage_run
+
+    model_dir = Path(model_dir or paths.MODEL_DIR)
+    reports = Path(reports_dir or paths.REPORTS)
+    fs = read_features(paths.processed_file(params), params.get("preprocess", {}).get("feature"))
+    train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(params)))
+    ckpt = model_dir.parent / "checkpoints"
+    run_id = None
+    if params["train"].get("resume") and (ckpt / LAST).exists():
+        saved = read_checkpoint_state(ckpt / LAST)
+        run_id = saved.get("run_id") if saved else None
+    with stage_run("train", params, run_id=run_id) as run:
+        setup = setup_devices(params["train"])
+        mlflow.log_dict(setup.describe(), "devices.json")
+        mlflow.set_tags({"coverid.devices": ",".join(setup.gpus or setup.cpus),
+                         "coverid.strategy": setup.kind})
+        result = fit(params, train_fs, val_fs, ckpt, setup, run.info.run_id,
+                     on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
+        config = embedder_config(params, fs, result.encoder, run.info.run_id)
+        save_embedder(model_dir, result.encoder, config, result.head)
+        st = result.state
+        metrics = {
+            "best_val_map": None if st.best_val_map < 0 else round(st.best_val_map, 6),
+            "best_epoch": st.best_epoch,
+            "final_loss": round(st.history[-1]["loss"], 6) if st.history else None,
+            "epochs_run": st.epoch,
+            "stopped_early": st.stopped_early,
+            "seconds": round(st.seconds, 2),
+            "pairs_per_second": round(result.pairs_per_second, 2),
+            "n_train": len(train_fs),
+            "n_val": len(val_fs),
+        }
+        write_json(reports / "train.json", metrics)
+        png = reports / "plots" / "train_curve.png"
+        write_curve(st.history, reports / "plots" / "train_curve.csv", png)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        mlflow.log_artifact(str(reports / "plots" / "train_curve.csv"), "plots")
+        mlflow.log_artifact(str(png), "plots")
+        log_mlflow_model(model_dir, params["mlflow"].get("registered_model"))
+    return metrics

@@ -1,0 +1,114 @@
+"""Encoders, the BCE head and the embedder's save/load contract."""
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from coverid.distance import paired  # noqa: E402
+from coverid.embedder import Embedder, load_embedder, save_embedder  # noqa: E402
+from coverid.errors import BadInputError, CoveridError  # noqa: E402
+from coverid.model import (build_encoder, build_head, head_arrays, head_logits,  # noqa: E402
+                           min_length_seed, seed_encoder)
+from coverid.transform import tile_pitch  # noqa: E402
+
+MOVE = {"arch": "move", "embedding_dim": 8,
+        "move": {"channels": 4, "first_kernel": 3, "kernel": 3, "dilations": [1, 2],
+                 "pooling": "attention", "l2_normalize": True, "dropout": 0.0}}
+
+
+def tiled(rng, n, length):
+    return np.stack([tile_pitch(rng.random((12, length))) for _ in range(n)]).astype(np.float32)
+
+
+def test_seed_encoder_shape_and_range():
+    enc = seed_encoder((23, 500))
+    e = np.asarray(enc(np.random.default_rng(0).random((2, 23, 500)).astype(np.float32)))
+    assert e.shape == (2, 512) and (e >= 0).all() and (e <= 1).all()  # sigmoid
+    assert min_length_seed() == 222
+    with pytest.raises(CoveridError, match="spect_len >= 222"):
+        seed_encoder((23, 100))
+
+
+@pytest.mark.parametrize("pooling,pitch_pool,downsample", [
+    ("attention", "early", 1), ("mean", "late", 2), ("max", "early", 3), ("attention", "late", 1),
+    ("attention", "gram", 2)])
+def test_move_is_transposition_invariant_and_length_free(pooling, pitch_pool, downsample):
+    rng = np.random.default_rng(1)
+    move = {**MOVE["move"], "pooling": pooling, "pitch_pool": pitch_pool, "downsample": downsample}
+    enc = build_encoder({**MOVE, "move": move}, (23, 40))
+    base = rng.random((3, 12, 40)).astype(np.float32)
+    x = np.stack([tile_pitch(b) for b in base])
+    shifted = np.stack([tile_pitch(np.roll(b, 5, axis=0)) for b in base])
+    e, e_shift = np.asarray(enc(x)), np.asarray(enc(shifted))
+    np.testing.assert_allclose(e, e_shift, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert np.asarray(enc(tiled(rng, 2, 17))).shape == (2, 8)  # another length
+    # without the pitch max-pool a roll would change the embedding: check the test can fail
+    assert not np.allclose(x, shifted)
+
+
+def test_untiled_input_gives_the_same_embedding_as_tiled():
+    rng = np.random.default_rng(2)
+    enc12 = build_encoder(MOVE, (12, 30))
+    enc23 = build_encoder(MOVE, (23, 30))
+    enc23.set_weights(enc12.get_weights())
+    base = rng.random((2, 12, 30)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(enc12(base)),
+                               np.asarray(enc23(np.stack([tile_pitch(b) for b in base]))), atol=1e-6)
+
+
+def test_bad_model_params():
+    with pytest.raises(CoveridError, match="unknown model.arch"):
+        build_encoder({**MOVE, "arch": "resnet"}, (23, 30))
+    with pytest.raises(CoveridError, match="pooling"):
+        build_encoder({**MOVE, "move": {**MOVE["move"], "pooling": "median"}}, (23, 30))
+    with pytest.raises(CoveridError, match="pitch_pool"):
+        build_encoder({**MOVE, "move": {**MOVE["move"], "pitch_pool": "middle"}}, (23, 30))
+    with pytest.raises(CoveridError, match="12 or 23"):
+        build_encoder(MOVE, (7, 30))
+
+
+def test_head_matches_the_bce_distance():
+    rng = np.random.default_rng(3)
+    head = build_head(6)
+    e1, e2 = rng.standard_normal((2, 5, 6)).astype(np.float32)
+    p_cover = 1 / (1 + np.exp(-np.asarray(head_logits(head, e1, e2))))
+    np.testing.assert_allclose(paired(e1, e2, "bce", head_arrays(head)), 1 - p_cover, atol=1e-6)
+
+
+def test_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    enc = build_encoder(MOVE, (23, 20))
+    head = (rng.standard_normal(8).astype(np.float32), 0.25)
+    config = {"arch": "move", "loss": "bce", "metric": "bce", "embedding_dim": 8}
+    out = tmp_path / "encoder"
+    save_embedder(out, enc, config, head)
+    save_embedder(out, enc, config, head)  # replacing an existing dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]
+    emb = load_embedder(out)
+    x = tiled(rng, 5, 20)
+    np.testing.assert_allclose(emb.embed(x, batch_size=2), np.asarray(enc(x)), atol=1e-6)
+    assert emb.metric == "bce" and emb.head[1] == 0.25
+    np.testing.assert_allclose(emb.head[0], head[0])
+    assert emb.embed(x[:0]).shape == (0, 8)
+    with pytest.raises(CoveridError, match="do not fit"):
+        Embedder(emb.encoder, config, head).embed(np.zeros((1, 12, 20), np.float32))
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(BadInputError, match="model directory not found"):
+        load_embedder(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(BadInputError, match="not a model directory"):
+        load_embedder(bad)
+    (bad / "encoder.keras").write_bytes(b"not a zip")
+    (bad / "config.json").write_text(json.dumps({"metric": "euclidean"}))
+    with pytest.raises(BadInputError, match="cannot load the Keras model"):
+        load_embedder(bad)
+    (bad / "config.json").write_text("{")
+    with pytest.raises(BadInputError, match="not valid JSON"):
+        load_embedder(bad)

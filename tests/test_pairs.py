@@ -1,0 +1,136 @@
+"""Pair / P x K sampling (numpy) and the augmentations and datasets (tf.data)."""
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from coverid import pairs as P  # noqa: E402
+from coverid.errors import CoveridError  # noqa: E402
+from coverid.transform import tile_pitch  # noqa: E402
+
+# works 0..3 with 3 versions, then two noise songs (works 4, 5)
+LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 5], np.int32)
+AUG_OFF = {"p_transpose": 0.0, "p_stretch": 0.0, "stretch_range": 0.2, "p_crop": 0.0,
+           "crop_min": 0.6, "p_warp": 0.0, "warp_rate": 0.1}
+TRAIN = {"loss": "contrastive", "negative_sampling": "random", "steps_per_epoch": 3,
+         "batch_size": 6, "works_per_batch": 2, "versions_per_work": 3,
+         "augment": {**AUG_OFF, "p_transpose": 0.5, "p_stretch": 0.5, "p_crop": 0.5, "p_warp": 0.5}}
+
+
+def test_encode_labels_and_groups():
+    labels = P.encode_labels(np.array(["W_b", "W_a", "W_b", "W_c"]))
+    assert labels.tolist() == [1, 0, 1, 2]
+    assert [g.tolist() for g in P.work_groups(labels)] == [[0, 2]]
+
+
+def test_sample_pairs_balanced_and_correct():
+    i, j, y = P.sample_pairs(LABELS, batches=5, batch_size=8, rng=P.epoch_rng(0, 0))
+    assert len(i) == 40
+    for b in range(5):
+        assert y[b * 8:(b + 1) * 8].sum() == 4  # half positive in every batch
+    pos, neg = y == 1, y == 0
+    assert (LABELS[i[pos]] == LABELS[j[pos]]).all() and (i[pos] != j[pos]).all()
+    assert (LABELS[i[neg]] != LABELS[j[neg]]).all()
+    again = P.sample_pairs(LABELS, 5, 8, P.epoch_rng(0, 0))
+    other = P.sample_pairs(LABELS, 5, 8, P.epoch_rng(0, 1))
+    assert all(np.array_equal(a, b) for a, b in zip((i, j, y), again))
+    assert not np.array_equal(i, other[0])
+
+
+def test_sample_pk():
+    idx = P.sample_pk(LABELS, batches=4, p=2, k=3, rng=P.epoch_rng(1, 0))
+    assert len(idx) == 24
+    for b in idx.reshape(4, 2, 3):
+        works = LABELS[b]
+        assert (works == works[:, :1]).all()  # each block of K is one work
+        assert works[0, 0] != works[1, 0]  # P distinct works
+        assert all(len(set(r)) == 3 for r in b)  # enough versions: no repeats
+    # K larger than a work's versions: drawn with replacement
+    assert len(P.sample_pk(LABELS, 1, 2, 5, P.epoch_rng(1, 0))) == 10
+
+
+def test_sampling_errors():
+    with pytest.raises(CoveridError, match="two or more versions"):
+        P.sample_positive_pairs(np.arange(4), 3, P.epoch_rng(0, 0))
+    with pytest.raises(CoveridError, match="at least 2"):
+        P.sample_pk(np.array([0, 0, 1]), 1, 2, 2, P.epoch_rng(0, 0))
+    with pytest.raises(CoveridError, match="two works"):
+        P.sample_negative_pairs(np.zeros(3, np.int32), 2, P.epoch_rng(0, 0))
+
+
+def test_transpose_rolls_pitch_classes_before_tiling():
+    base = np.random.default_rng(0).random((12, 10)).astype(np.float32)
+    got = P.transpose(tf.constant(tile_pitch(base)), 3, tiled=True).numpy()
+    np.testing.assert_array_equal(got, tile_pitch(np.roll(base, 3, axis=0)))
+    np.testing.assert_array_equal(P.transpose(tf.constant(base), 5, tiled=False).numpy(),
+                                  np.roll(base, 5, axis=0))
+
+
+def test_stretch_crop_warp_identities_and_shapes():
+    x = tf.constant(np.random.default_rng(1).random((23, 40)).astype(np.float32))
+    np.testing.assert_allclose(P.stretch(x, 1.0, 0.3).numpy(), x.numpy(), atol=1e-6)
+    np.testing.assert_allclose(P.crop(x, 1.0, 0.7).numpy(), x.numpy(), atol=1e-6)
+    np.testing.assert_allclose(P.warp(x, tf.fill([40], 0.99), 0.1).numpy(), x.numpy())
+    slow = P.stretch(x, 1.5, 0.0).numpy()  # 60 frames, first 40 kept
+    assert slow.shape == (23, 40)
+    np.testing.assert_allclose(slow[:, 0], x.numpy()[:, 0], atol=1e-6)
+    fast = P.stretch(x, 0.5, 0.0).numpy()  # 20 frames, wrap-padded
+    np.testing.assert_allclose(fast[:, :20], fast[:, 20:], atol=1e-6)
+    half = P.crop(x, 0.5, 0.0).numpy()  # frames 0..19 stretched over 40
+    np.testing.assert_allclose(half[:, -1], x.numpy()[:, 19], atol=1e-6)
+    # warp (rate 0.3: thirds of 0.1): frames 0, 1 dropped, 2 duplicated, 3 silenced -> 39 frames
+    u = np.full(40, 0.99, np.float32)
+    u[:4] = [0.05, 0.05, 0.15, 0.25]
+    w = P.warp(x, tf.constant(u), 0.3).numpy()
+    xs = x.numpy()
+    np.testing.assert_array_equal(w[:, 0], xs[:, 2])
+    np.testing.assert_array_equal(w[:, 1], xs[:, 2])
+    assert (w[:, 2] == 0).all()
+    np.testing.assert_array_equal(w[:, 3:39], xs[:, 4:40])
+    np.testing.assert_array_equal(w[:, 39], xs[:, 2])  # wrapped back to 40 frames
+
+
+def test_augment_is_seeded():
+    x = tf.constant(tile_pitch(np.random.default_rng(2).random((12, 32))).astype(np.float32))
+    aug = TRAIN["augment"]
+    a = P.augment(x, tf.constant([1, 2], tf.int64), aug).numpy()
+    b = P.augment(x, tf.constant([1, 2], tf.int64), aug).numpy()
+    outs = [P.augment(x, tf.constant([s, 9], tf.int64), aug).numpy() for s in range(6)]
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (23, 32)
+    assert any(not np.allclose(o, x.numpy()) for o in outs)
+    assert any(not np.allclose(o, outs[0]) for o in outs[1:])
+    np.testing.assert_array_equal(P.augment(x, tf.constant([1, 2], tf.int64), AUG_OFF).numpy(),
+                                  x.numpy())
+
+
+@pytest.mark.parametrize("loss,sampling", [("contrastive", "random"), ("bce", "hardest"),
+                                           ("triplet", "random")])
+def test_make_dataset_modes(loss, sampling):
+    x = np.random.default_rng(3).random((len(LABELS), 23, 16)).astype(np.float32)
+    train = {**TRAIN, "loss": loss, "negative_sampling": sampling}
+    batches = list(P.make_dataset(x, LABELS, train, seed=5, epochs=2))
+    again = list(P.make_dataset(x, LABELS, train, seed=5, epochs=2))
+    assert len(batches) == 3
+    if loss == "triplet":
+        xb, w = batches[0]
+        assert xb.shape == (6, 23, 16) and w.shape == (6,)
+        assert P.batch_items(train) == 6
+    else:
+        (x1, x2), extra = batches[0]
+        assert x1.shape == x2.shape == (6, 23, 16)
+        assert extra.shape == ((6,) if sampling == "random" else (6, 2))
+        assert P.batch_items(train) == 12
+    flat = lambda bs: np.concatenate([np.ravel(t) for b in bs for t in tf.nest.flatten(b)])  # noqa: E731
+    np.testing.assert_array_equal(flat(batches), flat(again))
+    unaugmented = list(P.make_dataset(x, LABELS, train, 5, 2, augment_on=False))
+    assert not np.array_equal(flat(batches), flat(unaugmented))
+    two_epochs = list(P.make_dataset(x, LABELS, train, 5, range(1, 3)))
+    assert len(two_epochs) == 6
+    np.testing.assert_array_equal(flat(two_epochs[3:]), flat(batches))
+
+
+def test_mode_errors():
+    with pytest.raises(CoveridError, match="negative_sampling"):
+        P.mode_for({**TRAIN, "negative_sampling": "semi"})

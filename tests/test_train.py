@@ -1,0 +1,187 @@
+"""Training loop: determinism, resume after a kill, early stopping, strategies, the stage."""
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from conftest import make_feature_set  # noqa: E402
+from coverid.config import load_params  # noqa: E402
+from coverid.devices import DeviceSetup, choose_strategy  # noqa: E402
+from coverid.errors import CoveridError  # noqa: E402
+from coverid.pairs import encode_labels, make_dataset  # noqa: E402
+from coverid.train import Trainer, fit, write_curve  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+L = 24
+
+
+def tiny_params(**train) -> dict:
+    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    params["seed"] = 7
+    params["model"].update(arch="move", embedding_dim=8)
+    params["model"]["move"].update(channels=4, first_kernel=3, kernel=3, dilations=[1, 2])
+    params["train"].update({"epochs": 3, "steps_per_epoch": 2, "batch_size": 4,
+                            "works_per_batch": 2, "versions_per_work": 2, "val_every": 1,
+                            "patience": 5, "warmup_epochs": 1, "resume": False,
+                            "checkpoint_every": 1, **train})
+    return params
+
+
+@pytest.fixture(scope="module")
+def data():
+    return (make_feature_set(n_works=4, versions=3, n_noise=1, spect_len=L, seed=0),
+            make_feature_set(n_works=3, versions=2, n_noise=1, spect_len=L, seed=1))
+
+
+def default_setup():
+    return DeviceSetup(tf.distribute.get_strategy(), "default")
+
+
+def weights(result):
+    return [np.array(v) for v in result.encoder.get_weights()]
+
+
+def test_deterministic_and_resumable_after_a_kill(data, tmp_path):
+    """Run A uninterrupted; run B killed after epoch 2 (its first epochs are an independent run:
+    determinism), then resumed from its checkpoint: the same history and weights as A."""
+    tr, va = data
+    params = tiny_params()
+    a = fit(params, tr, va, tmp_path / "a", default_setup())
+    assert not (tmp_path / "a").exists()  # checkpoints removed after success
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_2(epoch, metrics):
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(params, tr, va, tmp_path / "b", default_setup(), on_epoch=kill_after_2)
+    assert (tmp_path / "b" / "last.npz").exists()
+    resumed_epochs = []
+    b = fit(tiny_params(resume=True), tr, va, tmp_path / "b", default_setup(),
+            on_epoch=lambda e, m: resumed_epochs.append(e))
+    assert resumed_epochs == [3]
+    assert b.state.history == a.state.history
+    assert all(np.array_equal(x, y) for x, y in zip(weights(a), weights(b)))
+    assert 0.0 <= a.state.best_val_map <= 1.0 and a.pairs_per_second > 0
+
+
+def test_early_stopping_keeps_the_best_bce_hardest(data):
+    tr, va = data
+    # learning rate 0: val MAP never improves, so training stops after `patience` checks
+    params = tiny_params(learning_rate=0.0, epochs=6, patience=2, loss="bce",
+                         negative_sampling="hardest")
+    res = fit(params, tr, va, None, default_setup())
+    assert res.state.epoch == 3 and res.state.stopped_early and res.state.best_epoch == 1
+    assert np.isfinite(res.state.history[0]["loss"]) and res.head is not None
+
+
+def test_hardest_negative_is_the_closest_other_work(data):
+    tr, _ = data
+    params = tiny_params(negative_sampling="hardest")
+    trainer = Trainer(params, (23, L), default_setup())
+    labels = encode_labels(tr.work_id)
+    (x1, x2), w = next(iter(make_dataset(tr.features, labels, params["train"], 7, 0)))
+    got = float(trainer.loss(((x1, x2), w), training=False))
+    e1 = np.asarray(trainer.encoder(x1, training=False))
+    e2 = np.asarray(trainer.encoder(x2, training=False))
+    cands, cw = np.concatenate([e1, e2]), np.concatenate([w[:, 0], w[:, 1]])
+    m = params["train"]["margin"]
+    terms = []
+    for i in range(len(e1)):
+        terms.append(np.sum((e1[i] - e2[i]) ** 2))
+        dn = min(np.linalg.norm(e1[i] - c) for c, cwi in zip(cands, cw) if cwi != w[i, 0])
+        terms.append(max(0.0, m - dn) ** 2)
+    assert got == pytest.approx(np.mean(terms), rel=1e-4)
+
+
+def test_triplet_step_in_a_mirrored_strategy(data):
+    tr, va = data
+    params = tiny_params(epochs=1, steps_per_epoch=1, loss="triplet", mining="semi_hard")
+    setup = DeviceSetup(tf.distribute.MirroredStrategy(["/cpu:0"]), "mirrored")
+    res = fit(params, tr, va, None, setup)
+    assert np.isfinite(res.state.history[0]["loss"]) and res.devices["replicas"] == 1
+    assert res.head is None
+
+
+def test_mixed_precision_and_xla_code_path(data):
+    """The GPU options (loss scaling around Lookahead, float32 outputs, jit) run on the CPU too."""
+    import keras
+
+    tr, va = data
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        setup = DeviceSetup(tf.distribute.get_strategy(), "default", mixed_precision=True, xla=True)
+        res = fit(tiny_params(epochs=1), tr, va, None, setup)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(res.state.history[0]["loss"])
+    assert res.encoder.output.dtype == "float32"
+
+
+def test_choose_strategy():
+    assert choose_strategy([], None) == "default"
+    assert choose_strategy(["/gpu:0"], None) == "one_device"
+    assert choose_strategy(["/gpu:0", "/gpu:1"], None) == "mirrored"
+    cfg = json.dumps({"cluster": {"worker": ["h1:1", "h2:1"]}, "task": {"type": "worker", "index": 0}})
+    assert choose_strategy([], cfg) == "multi_worker"
+    assert choose_strategy(["/gpu:0"], json.dumps({"cluster": {"worker": ["h1:1"]}})) == "one_device"
+    assert choose_strategy([], "not json") == "default"
+
+
+def test_unknown_loss_and_no_versions(data):
+    tr, va = data
+    with pytest.raises(CoveridError, match="unknown train.loss"):
+        fit(tiny_params(loss="arcface"), tr, va, None, default_setup())
+    singles = make_feature_set(n_works=0, versions=1, n_noise=4, spect_len=L)
+    with pytest.raises(CoveridError, match="two or more versions"):
+        fit(tiny_params(), singles, va, None, default_setup())
+
+
+def test_write_curve(tmp_path):
+    hist = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "val_map": 0.75}]
+    write_curve(hist, tmp_path / "c.csv", tmp_path / "c.png")
+    assert (tmp_path / "c.csv").read_text().splitlines() == [
+        "epoch,loss,val_map", "1,0.500000,", "2,0.250000,0.750000"]
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
+    """run_stage on files: model dir, reports, MLflow run, registry; then load from the registry."""
+    import mlflow
+
+    from coverid import paths
+    from coverid.embedder import load_embedder
+    from coverid.splits import write_splits
+    from coverid.store import write_features
+    from coverid.train import run_stage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("COVERID_CACHE", str(tmp_path / "cache"))
+    tr, va = data
+    params = tiny_params(epochs=2)
+    params["data"].update(source="synth", processed_dir="processed")
+    fs = make_feature_set(n_works=6, versions=3, n_noise=2, spect_len=L, seed=2)
+    write_features(paths.processed_file(params), fs)
+    works = sorted(set(fs.work_id))
+    write_splits(paths.splits_file(params),
+                 {w: ("val" if i % 3 == 0 else "train") for i, w in enumerate(works)})
+    metrics = run_stage(params, tmp_path / "models" / "encoder", tmp_path / "reports")
+    assert set(metrics) >= {"best_val_map", "final_loss", "epochs_run", "seconds", "pairs_per_second"}
+    assert json.loads((tmp_path / "reports/train.json").read_text())["epochs_run"] == 2
+    assert (tmp_path / "reports/plots/train_curve.csv").read_text().startswith("epoch,loss,val_map")
+    local = load_embedder(tmp_path / "models" / "encoder")
+    run = mlflow.get_run(local.config["train_run_id"])
+    assert run.data.tags["coverid.stage"] == "train" and "val_map" in run.data.metrics
+    remote = load_embedder("models:/coverid-encoder/latest")
+    np.testing.assert_allclose(remote.embed(fs.features[:3]), local.embed(fs.features[:3]), atol=1e-6)
+    assert (tmp_path / "cache").is_dir() and not (tmp_path / "models" / "checkpoints").exists()
