@@ -1,0 +1,366 @@
+"""Benchmark the song index and `identify`; figures go to reports/bench/index.json.
+
+Three parts (each can be skipped):
+  identify  one synthetic 4-minute WAV against an index of 10,000 random 512-d embeddings,
+            with a random-weights seed encoder saved by save_embedder: seconds for decode,
+            features, model input, embedding and search, and the whole `identify()` call.
+  pilot     index kinds on a subset (default 100,000 vectors) of random-uniform and clustered
+            512-d data: exact search, HNSW (efSearch sweep), IVF-Flat (nprobe sweep) and the
+            4-bit PQ fast-scan codes (candidate sweep), all followed by the same exact
+            re-ranking; recall@10 against exact search and ms per single query.
+  ann       the library's own path (build_index / load_index / SongIndex.search) at 1,000,000
+            vectors with params.yaml's index section: build time, index/embedding sizes, peak
+            memory, recall@10 and ms per query for a sweep of `candidates`.
+
+All FAISS work runs on `--threads` OpenMP threads (default 2, the target machine).
+
+    .venv/bin/python benchmarks/bench_index.py [--skip identify,pilot,ann] [--n 1000000]
+        [--pilot-n 100000] [--queries 100] [--data random,clustered] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coverid.config import load_params
+from coverid.io import write_json
+
+OUT = Path("reports/bench/index.json")
+DIM = 512
+K = 10
+
+
+def rss_gb() -> float:
+    """Current resident memory of this process (GB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (GB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def load_avg() -> list[float]:
+    """1, 5 and 15-minute load averages (the machine is shared: timings depend on it)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def make_data(kind: str, n: int, nq: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(database (n, dim), queries (nq, dim)) float32.
+
+    random: uniform in [0, 1) (no structure: the hardest case for any ANN index).
+    clustered: n / 10 "works" with uniform centres, each point centre + N(0, 0.1^2) per
+    dimension (a cover's embedding is near its work's); queries are new points of random works.
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        return rng.random((n, dim), dtype=np.float32), rng.random((nq, dim), dtype=np.float32)
+    n_works = max(1, n // 10)
+    centres = rng.random((n_works, dim), dtype=np.float32)
+    xb = np.empty((n, dim), np.float32)
+    for s in range(0, n, 100_000):  # in chunks: bounded temporaries
+        e = min(n, s + 100_000)
+        xb[s:e] = centres[np.arange(s, e) % n_works] + 0.1 * rng.standard_normal((e - s, dim), dtype=np.float32)
+    xq = centres[rng.integers(0, n_works, nq)] + 0.1 * rng.standard_normal((nq, dim), dtype=np.float32)
+    return xb, xq
+
+
+def ground_truth(xb: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    """Exact top-K rows per query (FAISS flat, batched)."""
+    import faiss
+
+    flat = faiss.IndexFlatL2(xb.shape[1])
+    flat.add(xb)
+    return flat.search(xq, K)[1]
+
+
+def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
+    """Mean |found top-K & exact top-K| / K."""
+    return float(np.mean([len(set(f[:K].tolist()) & set(t.tolist())) / K for f, t in zip(found, truth)]))
+
+
+# ---------------------------------------------------------------- identify end to end
+
+
+def synth_song(path: Path, seconds: float, sr: int = 44100, seed: int = 0) -> None:
+    """A chord progression of sines plus noise, 16-bit mono WAV."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * 2.0)) / sr
+    blocks = []
+    for i in range(int(np.ceil(seconds / 2.0))):
+        root = 220.0 * 2 ** (rng.integers(0, 12) / 12)
+        chord = sum(np.sin(2 * np.pi * root * r * t) for r in (1.0, 2 ** (4 / 12), 2 ** (7 / 12)))
+        blocks.append(chord / 4)
+    y = np.concatenate(blocks)[: int(sr * seconds)]
+    y = y + 0.01 * rng.standard_normal(len(y))
+    sf.write(path, y.astype(np.float32), sr, subtype="PCM_16")
+
+
+def bench_identify(params: dict[str, Any], n_index: int, work: Path) -> dict[str, Any]:
+    """Time identify for one 4-minute song against `n_index` random embeddings."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from coverid import identify as ident
+    from coverid.config import params_hash
+    from coverid.embedder import save_embedder
+    from coverid.features import compute_feature, load_audio
+    from coverid.index import Song, build_index, load_index
+    from coverid.model import build_encoder
+    from coverid.transform import to_model_input
+
+    pre = params["preprocess"]
+    song = work / "song.wav"
+    synth_song(song, 240.0)
+    rows = 23 if pre["tile"] else 12
+    encoder = build_encoder(params["model"], (rows, int(pre["spect_len"])))
+    config = {"arch": params["model"]["arch"], "loss": params["train"]["loss"],
+              "embedding_dim": int(encoder.output_shape[-1]), "metric": "euclidean",
+              "feature": pre["feature"], "spect_len": int(pre["spect_len"]), "tile": bool(pre["tile"]),
+              "max_frames": pre["max_frames"], "preprocess": pre, "train_run_id": None,
+              "params_hash": params_hash(params)}
+    save_embedder(work / "model", encoder, config)
+
+    t0 = time.perf_counter()
+    embedder = ident.open_model(work / "model")
+    t_model = time.perf_counter() - t0
+    identity = ident.model_identity(embedder, ident.model_source(work / "model"))
+    dim = identity["dim"]
+    rng = np.random.default_rng(1)
+    emb = rng.random((n_index, dim), dtype=np.float32)  # sigmoid-range, like the seed encoder's
+    songs = [Song(perf_id=f"P_{i}", work_id=f"W_{i // 10}") for i in range(n_index)]
+    build_index(work / "idx", emb, songs, identity, ident.feature_config(embedder), params["index"])
+    t0 = time.perf_counter()
+    index = load_index(work / "idx")
+    t_index = time.perf_counter() - t0
+
+    pcfg = ident.preprocess_config(embedder)
+    cfg, sr = pcfg["audio"], int(pcfg["audio"]["sample_rate"])
+    # warm-up: essentia import, the first decode and the embedding function's tracing are
+    # once-per-process costs, reported apart from the per-song split
+    t0 = time.perf_counter()
+    load_audio(song, sr)
+    t_first_decode = time.perf_counter() - t0
+    embedder.embed(ident.probe_input(ident.feature_config(embedder)))
+    t = {}
+    t0 = time.perf_counter()
+    audio = load_audio(song, sr, float(cfg["min_duration_s"]), float(cfg["silence_rms"]))
+    t["decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    x = compute_feature(audio, sr, pcfg["feature"], cfg)
+    t["features_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    inp = to_model_input(x, pcfg["spect_len"], pcfg["max_frames"], pcfg["tile"])
+    t["model_input_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    q = embedder.embed(inp[None])
+    t["embed_s"] = time.perf_counter() - t0
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        index.search(q, K, [index.self_matches(song, None)])
+    t["search_s"] = (time.perf_counter() - t0) / reps
+    t["sha1_s"] = _timed(lambda: ident.file_sha1(song))
+    t["sum_s"] = sum(t.values())
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ident.identify([song], index, embedder, K, None, timings)
+    whole = time.perf_counter() - t0
+    return {"song_seconds": 240.0, "index_songs": n_index, "index_kind": index.kind, "dim": dim,
+            "arch": params["model"]["arch"], "frames": int(len(x)), **{k: round(v, 4) for k, v in t.items()},
+            "identify_call_s": round(whole, 4),
+            "identify_call_split_s": {k: round(v, 4) for k, v in timings.items()},
+            "once_per_process_s": {"load_model": round(t_model, 3), "load_index": round(t_index, 3),
+                                   "first_decode_with_essentia_import": round(t_first_decode, 3)}}
+
+
+def _timed(fn) -> float:
+    """Seconds one call of `fn` takes."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- pilot: index kinds on a subset
+
+
+def single_query_ms(search, xq: np.ndarray, n: int = 30) -> float:
+    """Mean ms of `search(one query)` over the first n queries."""
+    t0 = time.perf_counter()
+    for i in range(min(n, len(xq))):
+        search(xq[i:i + 1])
+    return (time.perf_counter() - t0) / min(n, len(xq)) * 1e3
+
+
+def rerank(xb: np.ndarray, q: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Exact top-K of the candidate rows."""
+    cand = cand[cand >= 0]
+    d = ((xb[cand] - q) ** 2).sum(1)
+    return cand[np.argsort(d, kind="stable")[:K]]
+
+
+def bench_pilot(n: int, nq: int, data: str) -> dict[str, Any]:
+    """Recall@10 / ms per query of each index kind on `n` vectors (all re-ranked exactly)."""
+    import faiss
+
+    xb, xq = make_data(data, n, nq, DIM)
+    truth = ground_truth(xb, xq)
+    out: dict[str, Any] = {"n": n, "data": data}
+    flat = faiss.IndexFlatL2(DIM)
+    flat.add(xb)
+    out["flat_ms"] = round(single_query_ms(lambda q: flat.search(q, K), xq), 2)
+
+    def sweep(index, name: str, setter, values, n_cand) -> list[dict[str, float]]:
+        rows = []
+        for v in values:
+            setter(index, v)
+            kc = n_cand(v)
+            _, cand = index.search(xq, kc)
+            rec = recall([rerank(xb, xq[i], cand[i]) for i in range(nq)], truth)
+            ms = single_query_ms(lambda q: rerank(xb, q[0], index.search(q, kc)[1][0]), xq)
+            rows.append({name: v, "recall@10": round(rec, 4), "ms": round(ms, 2)})
+            print(f"  {data} {type(index).__name__} {name}={v}: recall {rec:.3f}, {ms:.2f} ms", flush=True)
+        return rows
+
+    t0 = time.perf_counter()
+    hnsw = faiss.IndexHNSWFlat(DIM, 32)
+    hnsw.hnsw.efConstruction = 40
+    hnsw.add(xb)
+    out["hnsw32"] = {"build_s": round(time.perf_counter() - t0, 1), "sweep": sweep(
+        hnsw, "ef_search", lambda i, v: setattr(i.hnsw, "efSearch", v), (64, 128, 256, 512, 1024), lambda v: 100)}
+    del hnsw
+    nlist = int(4 * np.sqrt(n))
+    t0 = time.perf_counter()
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(DIM), DIM, nlist)
+    ivf.train(xb[:max(nlist * 39, 50_000)])
+    ivf.add(xb)
+    out[f"ivf{nlist}_flat"] = {"build_s": round(time.perf_counter() - t0, 1), "sweep": sweep(
+        ivf, "nprobe", lambda i, v: setattr(i, "nprobe", v),
+        [p for p in (8, 32, 64, 128, 256) if p <= nlist], lambda v: 100)}
+    del ivf
+    for m in (DIM // 4, DIM // 2):
+        t0 = time.perf_counter()
+        pq = faiss.IndexPQFastScan(DIM, m, 4)
+        pq.train(xb[:100_000])
+        pq.add(xb)
+        out[f"pq{m}x4fs"] = {"build_s": round(time.perf_counter() - t0, 1), "bytes_per_vector": m // 2,
+                             "sweep": sweep(pq, "candidates", lambda i, v: None, (100, 300, 1000, 3000), lambda v: v)}
+    return out
+
+
+# ---------------------------------------------------------------- ann: the library at 1M
+
+
+def bench_ann(n: int, nq: int, data: str, icfg: dict[str, Any], work: Path) -> dict[str, Any]:
+    """build_index / load_index / SongIndex.search on `n` vectors, candidates sweep."""
+    from coverid.index import Song, build_index, load_index
+
+    rss0 = rss_gb()
+    t0 = time.perf_counter()
+    xb, xq = make_data(data, n, nq, DIM)
+    t_gen = time.perf_counter() - t0
+    print(f"{data}: generated {n} x {DIM} in {t_gen:.0f} s", flush=True)
+    t0 = time.perf_counter()
+    truth = ground_truth(xb, xq)
+    t_truth = time.perf_counter() - t0
+    print(f"{data}: exact top-{K} of {nq} queries in {t_truth:.0f} s", flush=True)
+    songs = [Song(perf_id=f"P_{i}", work_id=f"W_{i // 10}") for i in range(n)]
+    model = {"source": "random", "metric": "euclidean", "dim": DIM, "config_hash": "bench", "head": None}
+    rss1 = rss_gb()
+    t0 = time.perf_counter()
+    build_index(work / "idx", xb, songs, model, {"feature": "none"}, icfg)
+    t_build = time.perf_counter() - t0
+    peak_build = peak_rss_gb()
+    print(f"{data}: built in {t_build:.0f} s", flush=True)
+    sizes = {p.name: round(p.stat().st_size / 1e6, 1) for p in (work / "idx").iterdir()}
+    del songs
+    t0 = time.perf_counter()
+    index = load_index(work / "idx")
+    t_load = time.perf_counter() - t0
+    rss_loaded = rss_gb()
+    exact_ms = single_query_ms(lambda q: _flat_once(xb, q), xq, 5)
+    rows = []
+    for cand in sorted({250, 500, 1000, 2000, int(icfg["candidates"])}):
+        index.meta["index"]["candidates"] = cand
+        found = [np.array([h.row for h in index.search(xq[i:i + 1], K)[0]]) for i in range(nq)]
+        rec = recall(found, truth)
+        ms = single_query_ms(lambda q: index.search(q, K), xq, 50)
+        rows.append({"candidates": cand, "recall@10": round(rec, 4), "ms_per_query": round(ms, 2)})
+        print(f"  {data} n={n} candidates={cand}: recall@10 {rec:.3f}, {ms:.1f} ms/query", flush=True)
+    return {"n": n, "dim": DIM, "data": data, "kind": index.kind, "queries": nq,
+            "settings": {k: icfg[k] for k in ("approx", "pq_dims", "train_max", "candidates")},
+            "build_s": round(t_build, 1), "load_s": round(t_load, 2), "file_mb": sizes,
+            "faiss_index_mb": sizes.get("index.faiss"),
+            "rss_gb": {"data": round(rss1 - rss0, 2), "peak_process": round(peak_build, 2),
+                       "after_load": round(rss_loaded, 2)},
+            "exact_flat_ms_per_query_numpy": round(exact_ms, 1), "sweep": rows}
+
+
+def _flat_once(xb: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Exact single-query search with FAISS (no index kept: knn on the raw array)."""
+    import faiss
+
+    return faiss.knn(q, xb, K)[1]
+
+
+def main() -> None:
+    """Run the chosen parts and write reports/bench/index.json (merging earlier parts)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: identify,pilot,ann")
+    ap.add_argument("--n", type=int, default=1_000_000, help="vectors in the ann part")
+    ap.add_argument("--pilot-n", type=int, default=100_000, help="vectors in the pilot part")
+    ap.add_argument("--index-songs", type=int, default=10_000, help="songs in the identify part's index")
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--data", default="random,clustered", help="data kinds: random,clustered")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    params = load_params(args.params)
+    skip = set(filter(None, args.skip.split(",")))
+    out_path = Path(args.out)
+    report: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    report["machine"] = {"threads": args.threads, "cpus": os.cpu_count(),
+                         "load_avg_at_start": list(os.getloadavg())}
+    work = Path(tempfile.mkdtemp(prefix="bench_index."))
+    try:
+        if "identify" not in skip:
+            report["identify"] = {**bench_identify(params, args.index_songs, work), "load_avg": load_avg()}
+            print(json.dumps(report["identify"], indent=2), flush=True)
+            write_json(out_path, report)
+        for data in args.data.split(","):
+            if "pilot" not in skip:
+                report.setdefault("pilot", {})[data] = {**bench_pilot(args.pilot_n, args.queries, data),
+                                                        "load_avg": load_avg()}
+                write_json(out_path, report)
+            if "ann" not in skip:
+                shutil.rmtree(work / "idx", ignore_errors=True)
+                report.setdefault("ann", {})[data] = {**bench_ann(args.n, args.queries, data, params["index"], work),
+                                                      "load_avg": load_avg()}
+                print(json.dumps(report["ann"][data], indent=2), flush=True)
+                write_json(out_path, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["machine"]["load_avg_at_end"] = list(os.getloadavg())
+    write_json(out_path, report)
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
