@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from coverid.errors import CoveridError
 
 def stage_main(fn: Callable[[], None]) -> None:
     """Run a stage's main function; a CoveridError exits 1 with a one-line message."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is imported lazily, later
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         fn()
