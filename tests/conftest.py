@@ -29,6 +29,18 @@ def make_feature_set(n_works: int = 4, versions: int = 3, n_noise: int = 2, spec
                       np.full(len(works), 1000, dtype=np.int32), feature="hpcp", source=source)
 
 
+class FakeEmbedder:
+    """Flattens and projects with a fixed random matrix (the real Embedder's interface)."""
+
+    def __init__(self, d_in: int, dim: int = 16, metric: str = "euclidean", head=None,
+                 config: dict | None = None) -> None:
+        self.proj = np.random.default_rng(0).standard_normal((d_in, dim)) / np.sqrt(d_in)
+        self.metric, self.head, self.config = metric, head, dict(config or {})
+
+    def embed(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return (np.asarray(x).reshape(len(x), -1) @ self.proj).astype(np.float32)
+
+
 @pytest.fixture
 def feature_set() -> FeatureSet:
     """Four works of three versions plus two noise songs, 23 x 40 each."""

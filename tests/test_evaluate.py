@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_feature_set
+from conftest import FakeEmbedder, make_feature_set
 
 from coverid.config import load_params
 from coverid.distance import pairwise
@@ -26,18 +26,6 @@ from coverid.evaluate import (
 from coverid.metrics import retrieval_metrics
 
 mlflow = pytest.importorskip("mlflow")
-
-
-class FakeEmbedder:
-    """Flattens and projects with a fixed random matrix (the real Embedder's interface)."""
-
-    def __init__(self, d_in: int, dim: int = 16, metric: str = "euclidean", head=None,
-                 config: dict | None = None) -> None:
-        self.proj = np.random.default_rng(0).standard_normal((d_in, dim)) / np.sqrt(d_in)
-        self.metric, self.head, self.config = metric, head, dict(config or {})
-
-    def embed(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        return (np.asarray(x).reshape(len(x), -1) @ self.proj).astype(np.float32)
 
 
 @pytest.fixture

@@ -181,20 +181,14 @@ def songs_from_audio_dir(audio_dir: str | Path, embedder: Any,
     """Extract (in parallel, per the model's preprocess workers/scheduler) and embed every
     performance of an audio folder; unusable files are skipped and recorded, up to the
     model's preprocess.max_failed_fraction."""
-    from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir
+    from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
     from coverid.preprocess import build_feature_set
 
     pcfg = preprocess_config(embedder)
     feature = pcfg["feature"]
     scanned = scan_audio_dir(audio_dir, pcfg["audio"].get("extensions") or AUDIO_EXTENSIONS)
     skips = SkipLog()
-    items = []
-    for it in scanned:
-        if it.skip is None:
-            items.append((it.path, it.work_id, it.perf_id))
-        else:
-            skips.total += 1
-            skips.add(it.path, it.skip)
+    items = usable_items(scanned, skips)
     if not items:
         raise BadInputError(audio_dir, "no usable audio files")
     fs = build_feature_set(items, partial(load_features, pcfg=pcfg, feature=feature), pcfg, "audio",

@@ -255,7 +255,7 @@ def extract_audio_dir(audio_dir: str | Path, pcfg: dict[str, Any], source: str, 
 def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], source: str, skips: SkipLog,
                                features: list[str], extensions: list[str] | None = None) -> dict[str, FeatureSet]:
     """extract_audio_dir for several features at once (each file is decoded once)."""
-    from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir
+    from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
     from coverid.features import FEATURES
 
     for feature in features:
@@ -264,13 +264,7 @@ def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], sour
                                f"(choose from {', '.join(FEATURES)})")
     extensions = list(extensions or AUDIO_EXTENSIONS)
     scanned = scan_audio_dir(audio_dir, extensions)
-    items = []
-    for it in scanned:
-        if it.skip is None:
-            items.append((it.path, it.work_id, it.perf_id))
-        else:
-            skips.total += 1
-            skips.add(it.path, it.skip)
+    items = usable_items(scanned, skips)
     n_unknown = sum(not it.known_work for it in scanned)
     log.info("%s: %d performances (%d of unknown work), %d not usable", audio_dir, len(items),
              n_unknown, len(scanned) - len(items))

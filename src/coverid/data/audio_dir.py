@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from coverid.errors import BadInputError, CoveridError
+from coverid.skips import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,18 @@ def scan_audio_dir(audio_dir: str | Path, extensions: list[str] | tuple[str, ...
     stems = Counter(p.stem for p, _ in found)
     items = [_item(p, folder, exts, meta, stems) for p, folder in found]
     return _mark_duplicates(items)
+
+
+def usable_items(scanned: list[AudioItem], skips: SkipLog) -> list[tuple[Path, str, str]]:
+    """(path, work_id, perf_id) of the usable items; the others go to `skips` with their reason."""
+    items = []
+    for it in scanned:
+        if it.skip is None:
+            items.append((it.path, it.work_id, it.perf_id))
+        else:
+            skips.total += 1
+            skips.add(it.path, it.skip)
+    return items
 
 
 def _is_audio_like(path: Path, exts: set[str]) -> bool:
