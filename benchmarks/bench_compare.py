@@ -35,7 +35,7 @@ def recompute(params: dict[str, Any], n_queries: int, methods: list[str]) -> dic
     """Time the model and the baselines on the test split of the processed features."""
     from coverid.baselines import distance_rows, select_queries, to_chroma
     from coverid.embedder import load_embedder
-    from coverid.evaluate import load_split
+    from coverid.splits import load_split
     from coverid.metrics import query_stats_from_embeddings, summarize
 
     test = load_split(params, "test")

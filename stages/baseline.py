@@ -6,7 +6,7 @@ from __future__ import annotations
 from coverid import paths
 from coverid.baselines import run_baselines
 from coverid.config import load_params
-from coverid.evaluate import load_split
+from coverid.splits import load_split
 from coverid.io import write_json
 from coverid.stage import stage_main
 from coverid.tracking import stage_run

@@ -7,7 +7,8 @@ from __future__ import annotations
 from coverid import paths
 from coverid.config import load_params
 from coverid.embedder import load_embedder
-from coverid.evaluate import load_split, read_report, run_evaluation
+from coverid.evaluate import read_report, run_evaluation
+from coverid.splits import load_split
 from coverid.stage import stage_main
 
 

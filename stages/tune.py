@@ -7,7 +7,7 @@ from __future__ import annotations
 from coverid import paths
 from coverid.config import load_params
 from coverid.embedder import load_embedder
-from coverid.evaluate import load_split
+from coverid.splits import load_split
 from coverid.io import write_json
 from coverid.stage import stage_main
 from coverid.tune import tune_threshold

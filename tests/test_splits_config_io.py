@@ -61,3 +61,20 @@ def test_atomic_path_cleans_up_on_error(tmp_path):
             raise ValueError("interrupted")
     assert json.loads(target.read_text()) == {"a": 1.5}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_load_split_takes_rows_of_one_split(tmp_path, monkeypatch, feature_set):
+    from coverid import paths
+    from coverid.splits import load_split
+    from coverid.store import write_features
+
+    params = load_params()
+    monkeypatch.chdir(tmp_path)
+    write_features(paths.processed_file(params), feature_set)
+    write_splits(paths.splits_file(params), {"W_0": "test", "W_1": "train", "W_2": "train",
+                                             "W_3": "val", "W_4": "test", "W_5": "val"})
+    test = load_split(params, "test")
+    assert sorted(set(test.work_id)) == ["W_0", "W_4"] and len(test) == 4
+    write_splits(paths.splits_file(params), {w: "train" for w in feature_set.work_id})
+    with pytest.raises(CoveridError, match="no performance in the test split"):
+        load_split(params, "test")

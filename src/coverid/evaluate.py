@@ -35,18 +35,6 @@ METRIC_KEYS = ("map", "mr1", "p10", "n_queries", "n_candidates", "threshold", "a
 COMPARE_KEYS = ("map", "mr1", "p10", "n_queries", "seconds_per_query")
 
 
-def load_split(params: dict[str, Any], name: str) -> FeatureSet:
-    """The rows of the processed feature file whose work is in split `name`."""
-    from coverid.splits import read_splits, split_mask
-    from coverid.store import read_features
-
-    fs = read_features(paths.processed_file(params))
-    mask = split_mask(fs.work_id, read_splits(paths.splits_file(params)), name)
-    if not mask.any():
-        raise CoveridError(f"{paths.splits_file(params)}: no performance in the {name} split")
-    return fs.take(mask)
-
-
 @dataclass
 class Evaluation:
     """Everything one evaluation produces: flat metrics and the arrays behind the plots."""

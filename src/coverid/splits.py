@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coverid.errors import BadInputError
+from coverid.errors import BadInputError, CoveridError
 from coverid.io import write_json
+
+if TYPE_CHECKING:
+    from coverid.store import FeatureSet
 
 SPLITS = ("train", "val", "test")
 
@@ -55,3 +59,15 @@ def read_splits(path: str | Path) -> dict[str, str]:
 def split_mask(work_id: np.ndarray, splits: dict[str, str], name: str) -> np.ndarray:
     """Boolean mask of rows whose work is in split `name`."""
     return np.array([splits.get(w) == name for w in work_id], dtype=bool)
+
+
+def load_split(params: dict[str, Any], name: str) -> FeatureSet:
+    """The rows of the processed feature file whose work is in split `name`."""
+    from coverid import paths
+    from coverid.store import read_features
+
+    fs = read_features(paths.processed_file(params))
+    mask = split_mask(fs.work_id, read_splits(paths.splits_file(params)), name)
+    if not mask.any():
+        raise CoveridError(f"{paths.splits_file(params)}: no performance in the {name} split")
+    return fs.take(mask)
