@@ -26,14 +26,18 @@ from coverid.io import write_json  # noqa: E402
 OUT = Path("reports/bench/train.json")
 
 
-def measure(params: dict, arch: str, loss: str, steps: int, n_songs: int = 120) -> dict:
-    """Seconds per step and pairs per second for one arch and loss."""
+def measure(params: dict, arch: str, loss: str, steps: int, pitch_pool: str | None = None,
+            n_songs: int = 120) -> dict:
+    """Seconds per step and pairs per second for one arch and loss (and move pitch pooling)."""
     from coverid.devices import setup_devices
     from coverid.pairs import batch_items, encode_labels, make_dataset
     from coverid.train import Trainer, seed_everything
 
     params = copy.deepcopy(params)
     params["model"]["arch"] = arch
+    if pitch_pool:
+        params["model"]["move"]["pitch_pool"] = pitch_pool
+    name = arch if arch == "seed" else f"move/{params['model']['move']['pitch_pool']}"
     train = params["train"]
     train.update(loss=loss, steps_per_epoch=steps)
     length = params["preprocess"]["spect_len"]
@@ -52,7 +56,7 @@ def measure(params: dict, arch: str, loss: str, steps: int, n_songs: int = 120) 
     trainer.run_epoch(batches, steps)
     secs = (time.perf_counter() - t0) / steps
     pairs = batch_items(train) / 2
-    return {"arch": arch, "loss": loss, "songs_per_batch": batch_items(train),
+    return {"arch": name, "loss": loss, "songs_per_batch": batch_items(train),
             "seconds_per_step": round(secs, 4), "pairs_per_second": round(pairs / secs, 2),
             "load_avg_1m": round((load0 + os.getloadavg()[0]) / 2, 2)}
 
@@ -63,12 +67,13 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     params = load_params(args.params)
-    runs = [measure(params, arch, loss, args.steps)
-            for arch, loss in (("seed", "contrastive"), ("move", "contrastive"), ("move", "triplet"))]
+    runs = [measure(params, arch, loss, args.steps, pool)
+            for arch, loss, pool in (("seed", "contrastive", None), ("move", "contrastive", None),
+                                     ("move", "triplet", None), ("move", "triplet", "early"))]
     result = {"cpu_count": os.cpu_count(), "machine": platform.machine(),
               "spect_len": params["preprocess"]["spect_len"], "runs": runs}
     for r in runs:
-        print(f"{r['arch']:>5} {r['loss']:<12} {r['seconds_per_step']:.3f} s/step "
+        print(f"{r['arch']:>10} {r['loss']:<12} {r['seconds_per_step']:.3f} s/step "
               f"{r['pairs_per_second']:8.1f} pairs/s  (load {r['load_avg_1m']})")
     write_json(OUT, result)
     print(json.dumps(result, indent=2))

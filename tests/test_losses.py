@@ -45,6 +45,17 @@ def test_triplet_by_hand():
     assert float(L.semi_hard_triplet_loss(Y, E, 1.0)) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_soft_margin_by_hand():
+    # batch-hard x = d_ap - d_an per anchor: 2-1, 2-1, 4-1, 4-3 -> softplus
+    want = np.mean(np.log1p(np.exp([1.0, 1.0, 3.0, 1.0])))
+    assert L.triplet_batch_hard_np(E, Y, 0.0, soft=True) == pytest.approx(want)
+    assert float(L.triplet_loss(Y, E, 5.0, "batch_hard", soft=True)) == pytest.approx(want, abs=1e-4)
+    # semi-hard: (0,1): 2-5, (1,0): 2-3, (2,3): 4-1, (3,2): 4-5
+    want = np.mean(np.log1p(np.exp([-3.0, -1.0, 3.0, -1.0])))
+    assert L.triplet_semi_hard_np(E, Y, 0.0, soft=True) == pytest.approx(want)
+    assert float(L.triplet_loss(Y, E, 5.0, "semi_hard", soft=True)) == pytest.approx(want, abs=1e-4)
+
+
 @pytest.mark.parametrize("mining", ["batch_hard", "semi_hard"])
 def test_triplet_matches_numpy_on_random_pk_batches(mining):
     rng = np.random.default_rng(3)

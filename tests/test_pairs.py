@@ -50,6 +50,19 @@ def test_sample_pk():
     assert len(P.sample_pk(LABELS, 1, 2, 5, P.epoch_rng(1, 0))) == 10
 
 
+def test_singleton_positives_make_noise_songs_works():
+    rng = P.epoch_rng(2, 0)
+    idx = P.sample_pk(LABELS, batches=30, p=6, k=2, rng=rng, singletons=True)
+    blocks = idx.reshape(-1, 2)
+    noise = [b for b in blocks if LABELS[b[0]] >= 4]
+    assert noise and all(b[0] == b[1] for b in noise)  # K augmented copies of the one song
+    assert set(LABELS[idx]) == set(range(6))
+    i, j = P.sample_positive_pairs(LABELS, 200, rng, singletons=True)
+    assert (LABELS[i] == LABELS[j]).all() and ((i == j) == (LABELS[i] >= 4)).all()
+    assert 12 in i and 13 in i
+    assert 12 not in P.sample_positive_pairs(LABELS, 200, rng)[0]
+
+
 def test_sampling_errors():
     with pytest.raises(CoveridError, match="two or more versions"):
         P.sample_positive_pairs(np.arange(4), 3, P.epoch_rng(0, 0))

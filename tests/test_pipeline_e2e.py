@@ -24,7 +24,7 @@ TINY = {
     "data.split.train": 0.5,
     "data.split.val": 0.25,
     "data.split.test": 0.25,
-    "preprocess.spect_len": 256,
+    "preprocess.spect_len": 64,
     "preprocess.max_frames": None,
     "preprocess.workers": 1,
     "preprocess.scheduler": "single",

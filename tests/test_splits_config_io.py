@@ -78,3 +78,8 @@ def test_load_split_takes_rows_of_one_split(tmp_path, monkeypatch, feature_set):
     write_splits(paths.splits_file(params), {w: "train" for w in feature_set.work_id})
     with pytest.raises(CoveridError, match="no performance in the test split"):
         load_split(params, "test")
+
+
+def test_atomic_files_are_not_private(tmp_path):
+    write_json(tmp_path / "r.json", {"a": 1})
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644

@@ -24,7 +24,8 @@ def tiny_params(**train) -> dict:
     params = copy.deepcopy(load_params(ROOT / "params.yaml"))
     params["seed"] = 7
     params["model"].update(arch="move", embedding_dim=8)
-    params["model"]["move"].update(channels=4, first_kernel=3, kernel=3, dilations=[1, 2])
+    params["model"]["move"].update(channels=4, first_kernel=3, kernel=3, dilations=[1, 2],
+                                   downsample=2, pitch_pool="gram", time_pool=1)
     params["train"].update({"epochs": 3, "steps_per_epoch": 2, "batch_size": 4,
                             "works_per_batch": 2, "versions_per_work": 2, "val_every": 1,
                             "patience": 5, "warmup_epochs": 1, "resume": False,
@@ -73,6 +74,13 @@ def test_deterministic_and_resumable_after_a_kill(data, tmp_path):
     assert 0.0 <= a.state.best_val_map <= 1.0 and a.pairs_per_second > 0
 
 
+def test_contrastive_random_pairs_train(data):
+    tr, va = data
+    res = fit(tiny_params(loss="contrastive", negative_sampling="random", epochs=1), tr, va, None,
+              default_setup())
+    assert np.isfinite(res.state.history[0]["loss"]) and res.head is None
+
+
 def test_early_stopping_keeps_the_best_bce_hardest(data):
     tr, va = data
     # learning rate 0: val MAP never improves, so training stops after `patience` checks
@@ -85,7 +93,7 @@ def test_early_stopping_keeps_the_best_bce_hardest(data):
 
 def test_hardest_negative_is_the_closest_other_work(data):
     tr, _ = data
-    params = tiny_params(negative_sampling="hardest")
+    params = tiny_params(loss="contrastive", negative_sampling="hardest")
     trainer = Trainer(params, (23, L), default_setup())
     labels = encode_labels(tr.work_id)
     (x1, x2), w = next(iter(make_dataset(tr.features, labels, params["train"], 7, 0)))

@@ -6,8 +6,8 @@ Label convention for pair losses: y = 1 when the two songs are versions of the s
   L = mean_i [ y_i d_i^2 + (1 - y_i) max(0, m - d_i)^2 ], d_i the Euclidean distance.
   Hadsell et al. write it with Y = 0 for similar pairs and a factor 1/2 on both terms; this is
   the same loss with the label flipped and without the 1/2.
-- bce: a head maps |e1 - e2| to a logit z; L = mean_i [ -y_i log s(z_i) - (1 - y_i) log(1 - s(z_i)) ],
-  computed stably as softplus(z) - y z.
+- bce: a head maps |e1 - e2| to a logit z;
+  L = mean_i [ -y_i log s(z_i) - (1 - y_i) log(1 - s(z_i)) ], computed as softplus(z) - y z.
 - triplet (Schroff et al. 2015; Hermans et al. 2017) on Euclidean distances within a batch of
   P works x K versions, L = max(0, m + d(a, p) - d(a, n)):
   batch_hard: per anchor, the farthest positive and the nearest negative; mean over anchors
@@ -15,6 +15,9 @@ Label convention for pair losses: y = 1 when the two songs are versions of the s
   semi_hard: per (anchor, positive) pair, the nearest negative farther than the positive
   (d(a, n) > d(a, p)); when there is none, the farthest negative; mean over the pairs whose
   anchor has a negative in the batch.
+  With `soft=True` the hinge max(0, m + x) becomes the soft margin log(1 + exp(x)) of Hermans
+  et al. (no margin parameter; it keeps pulling, and resists the collapse of every embedding
+  to one point that a hard margin invites, where the loss sits at m).
 """
 
 from __future__ import annotations
@@ -46,7 +49,13 @@ def distances_np(e: np.ndarray) -> np.ndarray:
     return np.sqrt(((e[:, None, :] - e[None, :, :]) ** 2).sum(-1))
 
 
-def triplet_batch_hard_np(e: np.ndarray, labels: np.ndarray, margin: float) -> float:
+def _hinge_np(x: float, margin: float, soft: bool) -> float:
+    """max(0, margin + x), or log(1 + exp(x)) for the soft margin."""
+    return float(np.logaddexp(0.0, x)) if soft else max(0.0, margin + x)
+
+
+def triplet_batch_hard_np(e: np.ndarray, labels: np.ndarray, margin: float,
+                          soft: bool = False) -> float:
     """Batch-hard triplet loss, written as loops over anchors."""
     d, labels = distances_np(e), np.asarray(labels)
     losses = []
@@ -54,11 +63,12 @@ def triplet_batch_hard_np(e: np.ndarray, labels: np.ndarray, margin: float) -> f
         pos = [d[a, p] for p in range(len(labels)) if p != a and labels[p] == labels[a]]
         neg = [d[a, n] for n in range(len(labels)) if labels[n] != labels[a]]
         if pos and neg:
-            losses.append(max(0.0, margin + max(pos) - min(neg)))
+            losses.append(_hinge_np(max(pos) - min(neg), margin, soft))
     return float(np.mean(losses)) if losses else 0.0
 
 
-def triplet_semi_hard_np(e: np.ndarray, labels: np.ndarray, margin: float) -> float:
+def triplet_semi_hard_np(e: np.ndarray, labels: np.ndarray, margin: float,
+                         soft: bool = False) -> float:
     """Semi-hard triplet loss, written as loops over (anchor, positive) pairs."""
     d, labels = distances_np(e), np.asarray(labels)
     n_items = len(labels)
@@ -72,7 +82,7 @@ def triplet_semi_hard_np(e: np.ndarray, labels: np.ndarray, margin: float) -> fl
                 continue
             farther = [x for x in neg if x > d[a, p]]
             dn = min(farther) if farther else max(neg)
-            losses.append(max(0.0, margin + d[a, p] - dn))
+            losses.append(_hinge_np(d[a, p] - dn, margin, soft))
     return float(np.mean(losses)) if losses else 0.0
 
 
@@ -119,7 +129,14 @@ def _masks(labels):
     return ops.logical_and(same, not_self), ops.logical_not(same)
 
 
-def batch_hard_triplet_loss(labels, e, margin: float):
+def _hinge(x, margin: float, soft: bool):
+    """max(0, margin + x), or softplus(x) for the soft margin."""
+    from keras import ops
+
+    return ops.softplus(x) if soft else ops.relu(margin + x)
+
+
+def batch_hard_triplet_loss(labels, e, margin: float, soft: bool = False):
     """Batch-hard triplet loss (module docstring) of embeddings `e` (B, D)."""
     from keras import ops
 
@@ -129,11 +146,11 @@ def batch_hard_triplet_loss(labels, e, margin: float):
     hardest_pos = ops.max(ops.where(pos, d, 0.0), axis=1)
     hardest_neg = ops.min(ops.where(neg, d, big), axis=1)
     valid = ops.cast(ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1)), d.dtype)
-    per_anchor = ops.relu(margin + hardest_pos - hardest_neg) * valid
+    per_anchor = _hinge(hardest_pos - hardest_neg, margin, soft) * valid
     return ops.sum(per_anchor) / ops.maximum(ops.sum(valid), 1.0)
 
 
-def semi_hard_triplet_loss(labels, e, margin: float):
+def semi_hard_triplet_loss(labels, e, margin: float, soft: bool = False):
     """Semi-hard triplet loss (module docstring) of embeddings `e` (B, D)."""
     from keras import ops
 
@@ -148,14 +165,14 @@ def semi_hard_triplet_loss(labels, e, margin: float):
     farthest_neg = ops.max(ops.where(neg, d, -1.0), axis=1)[:, None]  # [a, 1]
     d_neg = ops.where(ops.any(farther, axis=2), nearest_farther, farthest_neg)
     valid = ops.cast(ops.logical_and(pos, ops.any(neg, axis=1)[:, None]), d.dtype)
-    per_pair = ops.relu(margin + d - d_neg) * valid
+    per_pair = _hinge(d - d_neg, margin, soft) * valid
     return ops.sum(per_pair) / ops.maximum(ops.sum(valid), 1.0)
 
 
-def triplet_loss(labels, e, margin: float, mining: str):
-    """Triplet loss with the given online mining strategy."""
+def triplet_loss(labels, e, margin: float, mining: str, soft: bool = False):
+    """Triplet loss with the given online mining strategy (and hard or soft margin)."""
     if mining == "batch_hard":
-        return batch_hard_triplet_loss(labels, e, margin)
+        return batch_hard_triplet_loss(labels, e, margin, soft)
     if mining == "semi_hard":
-        return semi_hard_triplet_loss(labels, e, margin)
+        return semi_hard_triplet_loss(labels, e, margin, soft)
     raise ValueError(f"unknown triplet mining {mining!r}; expected one of {MINING}")

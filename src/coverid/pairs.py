@@ -10,6 +10,9 @@ Modes:
   the batch by the train step (`train.negative_sampling: hardest`).
 - `pk`: batches of P works x K versions (`works_per_batch`, `versions_per_work`) with labels,
   for the triplet loss; versions are drawn without replacement when the work has K or more.
+With `train.singleton_positives`, single-version (noise) songs of the train split also act as
+works whose "versions" are independent augmentations of the one song (more works to learn
+from; the augmentations stand in for real version differences).
 
 Augmentations (each with its probability in `train.augment`), on the (F, L) features:
 transpose (roll the 12 pitch classes before re-tiling), stretch (resample time by a factor in
@@ -38,11 +41,11 @@ def encode_labels(work_id: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def work_groups(labels: np.ndarray) -> list[np.ndarray]:
-    """Row indices of each work that has at least two versions."""
+def work_groups(labels: np.ndarray, singletons: bool = False) -> list[np.ndarray]:
+    """Row indices of each work that has at least two versions (every work with `singletons`)."""
     labels = np.asarray(labels)
     groups = [np.flatnonzero(labels == w) for w in np.unique(labels)]
-    return [g for g in groups if len(g) >= 2]
+    return [g for g in groups if singletons or len(g) >= 2]
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -50,22 +53,25 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch)])
 
 
-def _groups_or_fail(labels: np.ndarray, need: int = 1) -> list[np.ndarray]:
-    """Multi-version groups; a clear error when there are fewer than `need`."""
-    groups = work_groups(labels)
-    if len(groups) < need:
+def _groups_or_fail(labels: np.ndarray, need: int = 1, singletons: bool = False
+                    ) -> list[np.ndarray]:
+    """Work groups for sampling positives; a clear error when fewer than `need` multi-version
+    works exist (single-version works only ever come on top of real ones)."""
+    if len(work_groups(labels)) < need:
         raise CoveridError(f"training needs at least {need} work(s) with two or more versions, "
-                           f"found {len(groups)}")
-    return groups
+                           f"found {len(work_groups(labels))}")
+    return work_groups(labels, singletons)
 
 
-def sample_positive_pairs(labels: np.ndarray, n: int, rng: np.random.Generator
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """`n` pairs of two different versions of one work (works drawn uniformly)."""
-    groups = _groups_or_fail(labels)
+def sample_positive_pairs(labels: np.ndarray, n: int, rng: np.random.Generator,
+                          singletons: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`n` pairs of two different versions of one work (works drawn uniformly); with
+    `singletons`, a single-version work pairs its song with itself (two augmentations)."""
+    groups = _groups_or_fail(labels, singletons=singletons)
     i, j = np.empty(n, np.int64), np.empty(n, np.int64)
     for t, g in enumerate(rng.integers(0, len(groups), size=n)):
-        i[t], j[t] = rng.choice(groups[g], size=2, replace=False)
+        rows = groups[g]
+        i[t], j[t] = rng.choice(rows, size=2, replace=len(rows) < 2)
     return i, j
 
 
@@ -81,13 +87,13 @@ def sample_negative_pairs(labels: np.ndarray, n: int, rng: np.random.Generator
     return i, j
 
 
-def sample_pairs(labels: np.ndarray, batches: int, batch_size: int, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_pairs(labels: np.ndarray, batches: int, batch_size: int, rng: np.random.Generator,
+                 singletons: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`batches` x `batch_size` pairs (i, j, y), each batch half positive, half negative."""
     n_pos = batch_size // 2
     out_i, out_j, out_y = [], [], []
     for _ in range(batches):
-        pi, pj = sample_positive_pairs(labels, n_pos, rng)
+        pi, pj = sample_positive_pairs(labels, n_pos, rng, singletons)
         ni, nj = sample_negative_pairs(labels, batch_size - n_pos, rng)
         y = np.r_[np.ones(n_pos), np.zeros(batch_size - n_pos)].astype(np.float32)
         order = rng.permutation(batch_size)
@@ -97,10 +103,11 @@ def sample_pairs(labels: np.ndarray, batches: int, batch_size: int, rng: np.rand
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_y)
 
 
-def sample_pk(labels: np.ndarray, batches: int, p: int, k: int, rng: np.random.Generator
-              ) -> np.ndarray:
-    """`batches` x (P works x K versions) row indices, grouped by work within each batch."""
-    groups = _groups_or_fail(labels, need=2)
+def sample_pk(labels: np.ndarray, batches: int, p: int, k: int, rng: np.random.Generator,
+              singletons: bool = False) -> np.ndarray:
+    """`batches` x (P works x K versions) row indices, grouped by work within each batch;
+    versions are drawn with replacement only when a work has fewer than K."""
+    groups = _groups_or_fail(labels, need=2, singletons=singletons)
     p = min(p, len(groups))
     out = []
     for _ in range(batches):
@@ -228,13 +235,15 @@ def _epoch_indices(labels: np.ndarray, train: dict[str, Any], mode: str, rng: np
                    ) -> tuple[np.ndarray, ...]:
     """One epoch's sampled rows, the label/target part, and per-song seeds (rows, extra, seeds)."""
     steps = train["steps_per_epoch"]
+    single = bool(train.get("singleton_positives", False))
     if mode == "pk":
-        idx = sample_pk(labels, steps, train["works_per_batch"], train["versions_per_work"], rng)
+        idx = sample_pk(labels, steps, train["works_per_batch"], train["versions_per_work"], rng,
+                        single)
         return idx[:, None], labels[idx], rng.integers(0, 2**31 - 1, size=(len(idx), 1, 2))
     if mode == "pairs":
-        i, j, extra = sample_pairs(labels, steps, train["batch_size"], rng)
+        i, j, extra = sample_pairs(labels, steps, train["batch_size"], rng, single)
     else:
-        i, j = sample_positive_pairs(labels, steps * train["batch_size"], rng)
+        i, j = sample_positive_pairs(labels, steps * train["batch_size"], rng, single)
         extra = np.stack([labels[i], labels[j]], axis=1)
     return np.stack([i, j], axis=1), extra, rng.integers(0, 2**31 - 1, size=(len(i), 2, 2))
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREPROCESS: dict[str, Any] = {
     "feature": "hpcp",
     "spect_len": 500,
-    "max_frames": 15500,
+    "max_frames": None,
     "tile": True,
     "workers": 2,
     "scheduler": "processes",

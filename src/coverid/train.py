@@ -84,7 +84,8 @@ class Trainer:
                                "expected contrastive | bce | triplet")
         with self.strategy.scope():
             self.encoder = build_encoder(params["model"], input_shape)
-            self.head = build_head(embedding_size(self.encoder)) if self.loss_name == "bce" else None
+            dim = embedding_size(self.encoder)
+            self.head = build_head(dim) if self.loss_name == "bce" else None
             self.optimizer = make_optimizer(self.train, self.train["steps_per_epoch"])
             if setup.mixed_precision:
                 import keras
@@ -132,7 +133,7 @@ class Trainer:
         if self.mode == "pk":
             x, w = batch
             return triplet_loss(w, self.encoder(x, training=training), self.train["margin"],
-                                self.train["mining"])
+                                self.train["mining"], bool(self.train.get("soft_margin")))
         (x1, x2), extra = batch
         n = ops.shape(x1)[0]
         e = self.encoder(ops.concatenate([x1, x2], axis=0), training=training)
@@ -229,8 +230,8 @@ def checkpoint_key(params: dict[str, Any], train_fs: FeatureSet, val_fs: Feature
 
 def save_checkpoint(path: Path, trainer: Trainer, state: TrainState, key: str) -> None:
     """All variables + state in one .npz, written atomically."""
-    arrays = {f"{group}/{i}": np.asarray(v.numpy()) for group, vs in trainer.state_variables().items()
-              for i, v in enumerate(vs)}
+    arrays = {f"{group}/{i}": np.asarray(v.numpy())
+              for group, vs in trainer.state_variables().items() for i, v in enumerate(vs)}
     arrays["state"] = np.array(json.dumps({"key": key, **asdict(state)}))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -282,6 +283,26 @@ def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def _resume(ckpt: Path | None, trainer: Trainer, key: str, state: TrainState
+            ) -> tuple[TrainState, list[np.ndarray] | None]:
+    """Load `ckpt`/last.npz (and the best weights) when it matches `key`; else start afresh."""
+    if ckpt is None or not (ckpt / LAST).exists():
+        return state, None
+    saved = read_checkpoint_state(ckpt / LAST)
+    if saved is None or saved.pop("key", None) != key:
+        log.warning("%s does not match these params/data: starting afresh", ckpt / LAST)
+        return state, None
+    load_checkpoint(ckpt / LAST, trainer)
+    best = None
+    if (ckpt / BEST).exists():
+        current = _weights(trainer)
+        load_checkpoint(ckpt / BEST, trainer)
+        best = _weights(trainer)
+        _set_weights(trainer, current)
+    log.info("resumed from %s after epoch %d", ckpt / LAST, saved["epoch"])
+    return TrainState(**saved), best
+
+
 def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
         checkpoint_dir: str | Path | None = None, setup: Any = None, run_id: str | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
@@ -289,6 +310,7 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
 
     Checkpoints go to `checkpoint_dir` every `train.checkpoint_every` epochs; with
     `train.resume` a matching checkpoint there is continued. The dir is removed on success.
+    `on_epoch(epoch, metrics)` is called after each epoch (MLflow logging).
     """
     from tqdm import tqdm
 
@@ -300,30 +322,16 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     setup = setup or setup_devices(train)
     seed_everything(seed, deterministic_ops=not setup.gpus)
     trainer = Trainer(params, tuple(train_fs.features.shape[1:]), setup)
-    labels = encode_labels(train_fs.work_id)
-    state = TrainState(run_id=run_id)
-    best_weights: list[np.ndarray] | None = None
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt is not None and train.get("resume") and (ckpt / LAST).exists():
-        saved = read_checkpoint_state(ckpt / LAST)
-        if saved is not None and saved.pop("key", None) == key:
-            load_checkpoint(ckpt / LAST, trainer)
-            state = TrainState(**saved)
-            if (ckpt / BEST).exists():
-                current = _weights(trainer)
-                load_checkpoint(ckpt / BEST, trainer)
-                best_weights = _weights(trainer)
-                _set_weights(trainer, current)
-            log.info("resumed from %s after epoch %d", ckpt / LAST, state.epoch)
-        else:
-            log.warning("%s does not match these params/data: starting afresh", ckpt / LAST)
-
+    state, best_weights = _resume(ckpt if train.get("resume") else None, trainer, key,
+                                  TrainState(run_id=run_id))
     items = batch_items(train)
-    every = max(int(train.get("checkpoint_every", 1)), 0)
+    every = max(int(train.get("checkpoint_every", 1)), 0) if ckpt is not None else 0
     epochs = range(state.epoch, train["epochs"])
-    batches = iter(trainer.strategy.experimental_distribute_dataset(
-        make_dataset(train_fs.features, labels, train, seed, epochs))) if len(epochs) else None
+    if len(epochs):
+        batches = iter(trainer.strategy.experimental_distribute_dataset(make_dataset(
+            train_fs.features, encode_labels(train_fs.work_id), train, seed, epochs)))
     bar = tqdm(epochs, desc="train", unit="epoch", initial=state.epoch, total=train["epochs"])
     for epoch in bar:
         t0 = time.perf_counter()
@@ -333,27 +341,27 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
         row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "lr": trainer.learning_rate()}
         last = epoch + 1 == train["epochs"]
         if (epoch + 1) % train["val_every"] == 0 or last:
-            val_map = validation_map(trainer, val_fs.features, val_fs.work_id, items)
-            row["val_map"] = val_map
-            if math.isnan(val_map) or val_map > state.best_val_map:
-                state.best_val_map = val_map if not math.isnan(val_map) else state.best_val_map
+            row["val_map"] = validation_map(trainer, val_fs.features, val_fs.work_id, items)
+            if math.isnan(row["val_map"]) or row["val_map"] > state.best_val_map:
+                if not math.isnan(row["val_map"]):
+                    state.best_val_map = row["val_map"]
                 state.best_epoch, state.bad_checks = epoch + 1, 0
                 best_weights = _weights(trainer)
-                if ckpt is not None and every:
+                if every:
                     save_checkpoint(ckpt / BEST, trainer, state, key)
             else:
                 state.bad_checks += 1
         state.history.append(row)
         state.epoch = epoch + 1
-        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "epoch"})
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in row.items() if k != "epoch"})
         stop = state.bad_checks >= train["patience"]
         state.stopped_early = stop and not last
-        if ckpt is not None and every and ((epoch + 1) % every == 0 or stop or last):
+        shown = {k: v for k, v in row.items() if k != "epoch"}
+        bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
+        log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in shown.items()})
+        if every and ((epoch + 1) % every == 0 or stop or last):
             save_checkpoint(ckpt / LAST, trainer, state, key)
         if on_epoch is not None:
-            on_epoch(epoch + 1, {k: v for k, v in row.items() if k != "epoch" and not
-                                 (isinstance(v, float) and math.isnan(v))})
+            on_epoch(epoch + 1, {k: v for k, v in shown.items() if not math.isnan(v)})
         if stop:
             log.info("early stop: no val MAP gain in %d checks", state.bad_checks)
             break
@@ -461,8 +469,10 @@ def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
                          "coverid.strategy": setup.kind})
         result = fit(params, train_fs, val_fs, ckpt, setup, run.info.run_id,
                      on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
+        t0 = time.perf_counter()
         config = embedder_config(params, fs, result.encoder, run.info.run_id)
         save_embedder(model_dir, result.encoder, config, result.head)
+        log.info("saved %s in %.1f s", model_dir, time.perf_counter() - t0)
         st = result.state
         metrics = {
             "best_val_map": None if st.best_val_map < 0 else round(st.best_val_map, 6),
@@ -482,5 +492,7 @@ def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
         mlflow.log_artifact(str(reports / "plots" / "train_curve.csv"), "plots")
         mlflow.log_artifact(str(png), "plots")
+        t0 = time.perf_counter()
         log_mlflow_model(model_dir, params["mlflow"].get("registered_model"))
+        log.info("logged the MLflow model in %.1f s", time.perf_counter() - t0)
     return metrics
