@@ -90,6 +90,7 @@ def save_embedder(model_dir: str | Path, encoder: Any, config: dict[str, Any],
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
     old = model_dir.parent / f".{model_dir.name}.old"
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model dir is an ordinary output
         encoder.save(tmp / MODEL_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json) + "\n")
         shutil.rmtree(old, ignore_errors=True)
@@ -218,22 +219,29 @@ def log_mlflow_model(model_dir: str | Path, registered_name: str | None) -> Any:
                                   "features")]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, emb.dim), "embedding")]))
 
-    class EncoderModel(mlflow.pyfunc.PythonModel):
-        """pyfunc wrapper: predict((N, F, L) float32) -> (N, D) embeddings."""
-
-        def load_context(self, context):
-            self.embedder = load_embedder(context.artifacts["model_dir"])
-
-        def predict(self, context, model_input, params=None):
-            return self.embedder.embed(np.asarray(model_input, np.float32))
-
     with warnings.catch_warnings():
-        # MLflow nags about type hints and input examples; the explicit signature covers both.
+        # MLflow nags about type hints and input examples (the explicit signature covers both)
+        # and about cloudpickle (the class pickles by reference to this installed package).
         warnings.simplefilter("ignore", UserWarning)
-        return mlflow.pyfunc.log_model(
-            name="encoder", python_model=EncoderModel(), artifacts={"model_dir": str(model_dir)},
-            signature=signature, registered_model_name=registered_name,
-            pip_requirements=_requirements())
+        quiet = logging.getLogger("mlflow.pyfunc")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            class EncoderModel(mlflow.pyfunc.PythonModel):
+                """pyfunc wrapper: predict((N, F, L) float32) -> (N, D) embeddings."""
+
+                def load_context(self, context):
+                    self.embedder = load_embedder(context.artifacts["model_dir"])
+
+                def predict(self, context, model_input, params=None):
+                    return self.embedder.embed(np.asarray(model_input, np.float32))
+
+            return mlflow.pyfunc.log_model(
+                name="encoder", python_model=EncoderModel(),
+                artifacts={"model_dir": str(model_dir)}, signature=signature,
+                registered_model_name=registered_name, pip_requirements=_requirements())
+        finally:
+            quiet.setLevel(level)
 
 
 def _requirements() -> list[str]:
