@@ -83,3 +83,23 @@ def test_load_split_takes_rows_of_one_split(tmp_path, monkeypatch, feature_set):
 def test_atomic_files_are_not_private(tmp_path):
     write_json(tmp_path / "r.json", {"a": 1})
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_dir_swaps_and_keeps_the_old_one_on_failure(tmp_path):
+    from coverid.io import atomic_dir, read_json
+
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.json").write_text('{"v": 1}')
+    assert read_json(target / "a.json") == {"v": 1}
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.json").write_text('{"v": 2}')
+            raise RuntimeError("interrupted")
+    assert read_json(target / "a.json") == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(BadInputError, match="nope.json: thing not found"):
+        read_json(tmp_path / "nope.json", "thing")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(BadInputError, match="bad.json: not valid JSON"):
+        read_json(tmp_path / "bad.json")

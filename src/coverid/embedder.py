@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from coverid.errors import BadInputError, CoveridError
+from coverid.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +88,9 @@ def save_embedder(model_dir: str | Path, encoder: Any, config: dict[str, Any],
     if head is not None:
         w, b = head
         config["head"] = {"weights": np.asarray(w, np.float32).ravel().tolist(), "bias": float(b)}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    old = model_dir.parent / f".{model_dir.name}.old"
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model dir is an ordinary output
+    with atomic_dir(model_dir) as tmp:
         encoder.save(tmp / MODEL_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json) + "\n")
-        shutil.rmtree(old, ignore_errors=True)
-        if model_dir.exists():
-            os.replace(model_dir, old)
-        os.replace(tmp, model_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _json(obj: Any) -> Any:

@@ -19,7 +19,6 @@ an error for an explicit --threshold-file). Without one, results carry `is_cover
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 from coverid.config import params_hash
 from coverid.distance import paired
 from coverid.errors import BadInputError, CoveridError
+from coverid.io import read_json
 from coverid.index import Hit, Song, SongIndex, add_songs, build_index, check_compatible, load_index
 from coverid.paths import REPORTS
 from coverid.skips import SkipLog
@@ -156,12 +156,7 @@ def file_sha1(path: str | Path) -> str:
 def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
     """perf_id -> {work_id, title, artist} from a Da-TACOS-schema metadata JSON."""
     path = Path(path)
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInputError(path, "metadata file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInputError(path, f"not valid JSON ({getattr(e, 'msg', e)})") from None
+    meta = read_json(path, "metadata file")
     if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
         raise BadInputError(path, "expected {work_id: {perf_id: {...}}} (Da-TACOS schema)")
     out = {}
@@ -266,12 +261,7 @@ def check_feature_file(h5: str | Path, fs: Any, fc: dict[str, Any]) -> None:
 def read_threshold_file(path: str | Path) -> dict[str, Any]:
     """{value, source, ...} from a threshold JSON with a numeric "threshold" key."""
     path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInputError(path, "threshold file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInputError(path, f"not valid JSON ({getattr(e, 'msg', e)})") from None
+    obj = read_json(path, "threshold file")
     value = obj.get("threshold") if isinstance(obj, dict) else None
     if isinstance(value, dict):
         value = value.get("value")

@@ -30,9 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -40,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from coverid import __version__
+from coverid import __version__, io
 from coverid.distance import pairwise
 from coverid.errors import BadInputError, CoveridError
 
@@ -464,29 +461,12 @@ def _json_default(obj: Any) -> Any:
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temp dir beside `target`; on success it replaces `target`, else is removed.
 
-    The swap is two renames (old out, new in); the old directory is restored if the second
-    fails, and deleted once the new one is in place. Refuses to replace a non-empty directory
-    that is not a coverid index.
+    See coverid.io.atomic_dir; in addition, refuses to replace a non-empty directory that is
+    not a coverid index.
     """
     target = Path(target)
     if target.exists() and not (target / META_FILE).exists() and (
             not target.is_dir() or any(target.iterdir())):
         raise BadInputError(target, "exists and is not a coverid index; refusing to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with io.atomic_dir(target) as tmp:
         yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

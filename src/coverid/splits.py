@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coverid.errors import BadInputError, CoveridError
-from coverid.io import write_json
+from coverid.io import read_json, write_json
 
 if TYPE_CHECKING:
     from coverid.store import FeatureSet
@@ -41,15 +41,8 @@ def write_splits(path: str | Path, splits: dict[str, str]) -> None:
 
 def read_splits(path: str | Path) -> dict[str, str]:
     """Read a work -> split map and check its values."""
-    import json
-
     path = Path(path)
-    try:
-        splits = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInputError(path, "splits file not found") from None
-    except json.JSONDecodeError as e:
-        raise BadInputError(path, f"not valid JSON ({e.msg})") from None
+    splits = read_json(path, "splits file")
     bad = {v for v in splits.values() if v not in SPLITS}
     if bad:
         raise BadInputError(path, f"unknown split names {sorted(bad)}")

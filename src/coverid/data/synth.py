@@ -10,9 +10,6 @@ distinct (part, pitch, length) note is synthesised once per version and overlap-
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from coverid.errors import CoveridError
-from coverid.io import write_json
+from coverid.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -464,15 +461,9 @@ def generate_corpus(out_dir: Path, cfg: dict[str, Any], seed: int) -> dict:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_dir(out_dir) as tmp:
         metadata = _write_songs(tmp, cfg, seed)
         write_json(tmp / "metadata.json", metadata)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_perf = sum(len(p) for p in metadata.values())
     log.info("synth corpus: %d performances of %d works (%d noise songs) in %.1f s -> %s",
              n_perf, len(metadata), cfg["n_noise"], time.perf_counter() - start, out_dir)
@@ -545,21 +536,6 @@ def perf_metadata(work: Work, version: Version, work_id: str, perf_id: str, nois
         "duration_s": duration_s,
         "sample_rate": sr,
     }
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move directory src to dst, replacing any previous dst (restored if the move fails)."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-    os.replace(dst, old)   # onto an empty directory: allowed by rename(2)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_cfg(cfg: dict[str, Any]) -> None:
