@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from coverid.config import load_params  # noqa: E402
 from coverid.store import FeatureSet  # noqa: E402
 
 
@@ -45,3 +48,14 @@ class FakeEmbedder:
 def feature_set() -> FeatureSet:
     """Four works of three versions plus two noise songs, 23 x 40 each."""
     return make_feature_set()
+
+
+@pytest.fixture
+def project_params(tmp_path, tmp_path_factory, monkeypatch) -> dict:
+    """A copy of the repo's params, cwd = tmp_path, MLflow on one sqlite db per session."""
+    p = copy.deepcopy(load_params(Path(__file__).parents[1] / "params.yaml"))
+    monkeypatch.chdir(tmp_path)
+    # One tracking db per test session: creating (migrating) a new one costs seconds.
+    db = tmp_path_factory.getbasetemp() / "coverid-mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    return p

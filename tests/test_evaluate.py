@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import FakeEmbedder, make_feature_set
 
-from coverid.config import load_params
 from coverid.distance import pairwise
 from coverid.errors import BadInputError, CoveridError
 from coverid.evaluate import (
@@ -29,12 +26,8 @@ mlflow = pytest.importorskip("mlflow")
 
 
 @pytest.fixture
-def params(tmp_path, tmp_path_factory, monkeypatch):
-    p = copy.deepcopy(load_params(Path(__file__).parents[1] / "params.yaml"))
-    monkeypatch.chdir(tmp_path)
-    # One tracking db per test session: creating (migrating) a new one costs seconds.
-    db = tmp_path_factory.getbasetemp() / "coverid-mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+def params(tmp_path, project_params):
+    p = project_params
     p["evaluate"].update(chunk_size=4, n_negatives=40)
     p["baseline"]["max_queries"] = 5
     return p

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import FakeEmbedder, make_feature_set
 
-from coverid.config import load_params
 from coverid.distance import paired
 from coverid.metrics import ThresholdScorer, sample_pairs, verification_metrics
 from coverid.tune import (
@@ -26,12 +23,8 @@ optuna = pytest.importorskip("optuna")
 
 
 @pytest.fixture
-def params(tmp_path, tmp_path_factory, monkeypatch):
-    p = copy.deepcopy(load_params(Path(__file__).parents[1] / "params.yaml"))
-    monkeypatch.chdir(tmp_path)
-    # One tracking db per test session: creating (migrating) a new one costs seconds.
-    db = tmp_path_factory.getbasetemp() / "coverid-mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+def params(tmp_path, project_params):
+    p = project_params
     p["tune"].update(storage=f"sqlite:///{tmp_path}/optuna.db", n_trials=10, n_negatives=60)
     return p
 
