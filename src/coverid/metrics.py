@@ -270,7 +270,7 @@ def threshold_scores(tp: np.ndarray, fp: np.ndarray, n_pos: float, n_neg: float
     """Accuracy, precision, recall, F1, balanced accuracy from (arrays of) TP/FP counts."""
     tp = np.asarray(tp, dtype=np.float64)
     fp = np.asarray(fp, dtype=np.float64)
-    fn, tn = n_pos - tp, n_neg - fp
+    tn = n_neg - fp
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         recall = tp / n_pos
