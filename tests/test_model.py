@@ -14,6 +14,12 @@ from coverid.model import (build_encoder, build_head, head_arrays, head_logits, 
                            min_length_seed, seed_encoder)
 from coverid.transform import tile_pitch  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _seeded_weights():
+    """Random initial weights are seeded, so every test here sees the same network."""
+    keras.utils.set_random_seed(0)
+
 MOVE = {"arch": "move", "embedding_dim": 8,
         "move": {"channels": 4, "first_kernel": 3, "kernel": 3, "dilations": [1, 2],
                  "pooling": "attention", "l2_normalize": True, "dropout": 0.0}}
