@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_index import DIM, ICFG, FakeEmbedder, fake_features, fake_open_model, make_audio_dir, write_song
+from test_index import (DIM, ICFG, FakeEmbedder, fake_features, fake_open_model,
+                        features_interrupted_at, make_audio_dir, write_song)
 
 import coverid.identify as ident
 from coverid.cli import main
@@ -167,15 +168,7 @@ def test_interrupted_cli_build_keeps_previous_index(project, capsys, monkeypatch
     build(capsys)
     before = {p.name: p.read_bytes() for p in (project / "idx").iterdir()}
     make_audio_dir(project / "audio", n_works=6)  # more songs; the rebuild is interrupted
-    calls = {"n": 0}
-
-    def interrupted(path, pcfg, feature):
-        calls["n"] += 1
-        if calls["n"] == 10:
-            raise KeyboardInterrupt
-        return fake_features(path, pcfg, feature)
-
-    monkeypatch.setattr(ident, "load_features", interrupted)
+    monkeypatch.setattr(ident, "load_features", features_interrupted_at(10))
     code, out, err = run(capsys, "index", "build", "--audio-dir", "audio", "--model", "modelA", "--out", "idx")
     assert code == 130 and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in (project / "idx").iterdir()} == before

@@ -73,6 +73,19 @@ def fake_features(path, pcfg, feature):
     return (0.8 * base + 0.2 * noise).astype(np.float32)
 
 
+
+def features_interrupted_at(n: int):
+    """fake_features that raises KeyboardInterrupt on its n-th call (a user's Ctrl-C)."""
+    calls = {"n": 0}
+
+    def load(path, pcfg, feature):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return fake_features(path, pcfg, feature)
+
+    return load
+
 def write_song(path: Path, work: int, var: int) -> Path:
     """A fake audio file for (work, variation)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,15 +324,7 @@ def test_interrupted_build_keeps_previous_index(built, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(ident, "open_model", fake_open_model)
 
-    calls = {"n": 0}
-
-    def interrupted(path, pcfg, feature):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return fake_features(path, pcfg, feature)
-
-    monkeypatch.setattr(ident, "load_features", interrupted)
+    monkeypatch.setattr(ident, "load_features", features_interrupted_at(5))
     with pytest.raises(KeyboardInterrupt):
         ident.add_from(built.dir, audio_dir=built.audio)
     assert {p.name: p.read_bytes() for p in built.dir.iterdir()} == before
