@@ -147,3 +147,60 @@ def test_make_dataset_modes(loss, sampling):
 def test_mode_errors():
     with pytest.raises(CoveridError, match="negative_sampling"):
         P.mode_for({**TRAIN, "negative_sampling": "semi"})
+
+
+def _versions(rng: np.random.Generator, shifts: list[int], length: int = 20) -> np.ndarray:
+    """Versions of one random (12, length) song, each rolled by its key shift, tiled."""
+    base = rng.random((12, length)) * np.linspace(1.0, 0.2, 12)[:, None]  # a clear key profile
+    return np.stack([tile_pitch(np.roll(base, s, axis=0)) for s in shifts]).astype(np.float32)
+
+
+def test_relative_keys_recover_the_shifts():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([_versions(rng, [0, 3, 7]), _versions(rng, [5, 5, 11])])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert P.relative_keys(x, labels).tolist() == [0, 3, 7, 0, 0, 6]
+
+
+def test_remap_makes_a_new_work_whose_versions_stay_transpositions():
+    x = _versions(np.random.default_rng(5), [0, 4])
+    perm = tf.constant([3, 0, 1, 2, 11, 5, 6, 7, 8, 9, 10, 4])
+    a = P.remap(tf.constant(x[0]), perm, 0, tiled=True).numpy()
+    b = P.remap(tf.constant(x[1]), perm, 4, tiled=True).numpy()
+    np.testing.assert_allclose(a[:12], x[0][:12][perm.numpy()])  # row i <- row perm[i]
+    np.testing.assert_allclose(np.roll(a[:12], 4, axis=0), b[:12])  # still 4 semitones apart
+    np.testing.assert_allclose(a[12:], a[:11])  # re-tiled
+    assert not np.allclose(a, x[0])
+
+
+def test_pk_batches_remap_each_work_once_for_all_its_versions():
+    rng = np.random.default_rng(6)
+    x = np.concatenate([_versions(rng, [0, 0, 0], 16) for _ in range(4)])  # identical versions
+    labels = np.repeat(np.arange(4), 3).astype(np.int32)
+    train = {**TRAIN, "loss": "triplet", "steps_per_epoch": 6,
+             "augment": {**AUG_OFF, "p_remap": 1.0}}
+    changed = 0
+    for xb, w in P.make_dataset(x, labels, train, seed=7, epochs=1):
+        xb, w = xb.numpy(), w.numpy()
+        for work in np.unique(w):
+            rows = xb[w == work]
+            for other in rows[1:]:  # one permutation for every version of the work
+                np.testing.assert_array_equal(other, rows[0])
+            assert sorted(map(tuple, rows[0][:12])) == sorted(map(tuple, x[3 * work][:12]))
+            changed += not np.array_equal(rows[0], x[3 * work])
+    assert changed == 6 * 2  # every work of every batch became a new one
+
+
+def test_move_notes_moves_energy_a_step_or_two_within_short_spans():
+    base = np.zeros((12, 40), np.float32)
+    base[0] = 1.0  # one note (pitch class 0) held throughout
+    x = tf.constant(tile_pitch(base))
+    y = P.move_notes(x, tf.constant([3, 4], tf.int64), n_moves=2, min_frames=3,
+                     max_frames=5, tiled=True).numpy()
+    np.testing.assert_allclose(y[:12].sum(0), 1.0)  # energy moved, not created or lost
+    np.testing.assert_array_equal(y[12:], y[:11])
+    moved = np.flatnonzero(y[0] < 1.0)
+    assert 3 <= len(moved) <= 10  # two spans of 3..5 frames (they may overlap)
+    assert set(np.flatnonzero(y[:, moved].max(1) > 0)) <= {0, 1, 2, 10, 11}  # 1-2 steps away
+    again = P.move_notes(x, tf.constant([3, 4], tf.int64), 2, 3, 5, True).numpy()
+    np.testing.assert_array_equal(y, again)

@@ -110,6 +110,19 @@ def test_section_edits_drop_or_repeat_one_section():
     assert synth._edit_structure(np.random.default_rng(0), structure, 0.0) == (structure, None)
 
 
+def test_one_aspect_version_changes_only_that_aspect(cfg):
+    work = synth.make_work(synth.song_rng(3, 0, 0, 0), cfg)
+    ref, other = (synth.make_version(synth.song_rng(3, 0, 0, v), work, cfg) for v in (1, 2))
+    fields = {f.name for f in dataclasses.fields(synth.Version)}
+    assert set().union(*synth.ASPECTS.values()) <= fields
+    for aspect, changed in synth.ASPECTS.items():
+        v = synth.one_aspect_version(ref, other, aspect)
+        for f in fields:
+            assert getattr(v, f) == getattr(other if f in changed else ref, f), (aspect, f)
+    with pytest.raises(CoveridError, match="unknown aspect"):
+        synth.one_aspect_version(ref, other, "mood")
+
+
 def test_noise_is_added_at_the_requested_snr():
     x = np.sin(2 * np.pi * 440 * np.arange(SR) / SR)
     for color in ("white", "pink"):
@@ -216,3 +229,24 @@ def test_tempo_ratio_is_the_best_onset_time_stretch(cfg, seed, ratio):
     best = stretches[int(np.argmax(scores))]
     assert best == pytest.approx(ratio, abs=0.01)
     assert max(scores) > 0.5
+
+
+def test_nuisance_songs_share_the_reference_and_differ_in_one_aspect(cfg):
+    pcfg = yaml.safe_load(PARAMS.read_text())["preprocess"]
+    pcfg = {**pcfg, "audio": {**pcfg["audio"], "sample_rate": SR}}
+    sets = synth.nuisance_songs(cfg, pcfg, n_works=1, seed=5)
+    assert list(sets) == [*synth.ASPECTS, "all"]
+    refs = [songs[0] for songs, _ in sets.values()]
+    for songs, works in sets.values():
+        assert len(songs) == 2 and works.tolist() == [0, 0]
+        assert songs[0].shape[1] == 12
+        np.testing.assert_array_equal(songs[0], refs[0])  # one reference version for all
+    key_ref, key_other = sets["key"][0]
+    rng = lambda part: synth.song_rng(5, synth.WORK, synth.NUISANCE_INDEX, part)  # noqa: E731
+    work = synth.make_work(rng(0), cfg)
+    ref_shift, shift = (synth.make_version(rng(v), work, cfg).key_shift for v in (1, 2))
+    rel = (shift - ref_shift) % 12
+    assert rel != 0  # this seed's two versions are in different keys
+    profile = lambda h: h.mean(axis=0)  # noqa: E731
+    best = np.argmax([np.dot(np.roll(profile(key_ref), s), profile(key_other)) for s in range(12)])
+    assert best == rel  # the only difference is the transposition

@@ -81,13 +81,24 @@ def test_contrastive_random_pairs_train(data):
     assert np.isfinite(res.state.history[0]["loss"]) and res.head is None
 
 
-def test_early_stopping_keeps_the_best_bce_hardest(data):
+def test_early_stopping_keeps_the_best_bce_hardest(data, monkeypatch):
     tr, va = data
-    # learning rate 0: val MAP never improves, so training stops after `patience` checks
-    params = tiny_params(learning_rate=0.0, epochs=6, patience=2, loss="bce",
-                         negative_sampling="hardest")
+    # val MAP falls after epoch 1, so training stops after `patience` checks with epoch 1's
+    # weights
+    import coverid.train as train_mod
+
+    maps, kept = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0]), []
+
+    def falling_map(trainer, *args):
+        kept.append([np.array(w) for w in trainer.encoder.get_weights()])
+        return next(maps)
+
+    monkeypatch.setattr(train_mod, "validation_map", falling_map)
+    params = tiny_params(epochs=6, patience=2, loss="bce", negative_sampling="hardest")
     res = fit(params, tr, va, None, default_setup())
     assert res.state.epoch == 3 and res.state.stopped_early and res.state.best_epoch == 1
+    assert all(np.array_equal(a, b) for a, b in zip(weights(res), kept[0]))
+    assert not all(np.array_equal(a, b) for a, b in zip(weights(res), kept[-1]))
     assert np.isfinite(res.state.history[0]["loss"]) and res.head is not None
 
 

@@ -18,7 +18,14 @@ Augmentations (each with its probability in `train.augment`), on the (F, L) feat
 transpose (roll the 12 pitch classes before re-tiling), stretch (resample time by a factor in
 1 +- stretch_range, then crop at a random offset or wrap-pad to L), crop (a random window of
 crop_min..1 of L, resampled to L), warp (each frame dropped, duplicated or silenced with
-probability warp_rate / 3 each, then cropped or wrap-padded to L).
+probability warp_rate / 3 each, then cropped or wrap-padded to L), notes (`note_moves` spans of
+`note_frames` frames in which one pitch class moves a step or two: a varied melody note or a
+substituted chord, the content differences between versions that a model trained on few
+works is most thrown by; benchmarks/bench_nuisance.py).
+New works (`p_remap`, `p_reverse`): every version of a work in a batch gets the same random
+permutation of its 12 pitch classes (in the work's key, found by OTI, so versions stay
+transpositions of each other), or the same time reversal. A permuted work is a work the
+encoder has never seen, so it cannot just memorise the few training works.
 """
 
 from __future__ import annotations
@@ -186,13 +193,77 @@ def warp(x, u, rate: float):
     return _fit_length(tf.gather(x, idx, axis=1), length, 0.0)
 
 
-def augment(x, seed, aug: dict[str, Any]):
-    """Random augmentation of one (F, L) song with stateless ops seeded by `seed` (2,)."""
+def relative_keys(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per song, the semitone shift s such that rolling its pitch classes by -s aligns it with
+    the first song of its work (OTI of the mean pitch-class profiles, Serra et al. 2008)."""
+    profile = np.asarray(x, np.float64)[:, :PITCH].mean(axis=2)
+    keys = np.zeros(len(profile), np.int32)
+    for w in np.unique(labels):
+        rows = np.flatnonzero(labels == w)
+        ref = profile[rows[0]]
+        rolled = np.stack([np.roll(ref, s) for s in range(PITCH)])  # (12, 12)
+        keys[rows] = np.argmax(profile[rows] @ rolled.T, axis=1)
+    return keys
+
+
+def move_notes(x, seed, n_moves: int, min_frames: int, max_frames: int, tiled: bool):
+    """Content variation as between versions (a melody note sung a step higher, a substituted
+    chord): `n_moves` times, in a random span of min..max frames, move one pitch class's
+    energy (drawn by its energy there) 1 or 2 semitones up or down."""
+    import tensorflow as tf
+
+    base = x[:PITCH]
+    length = tf.shape(base)[1]
+    t = tf.range(length)
+    for i in range(n_moves):
+        s = tf.random.experimental.stateless_fold_in(seed, i)
+        u = tf.random.stateless_uniform([3], seed=s)
+        span = min_frames + tf.cast(u[0] * (max_frames - min_frames + 1), tf.int32)
+        start = tf.cast(u[1] * tf.cast(tf.maximum(length - span, 1), tf.float32), tf.int32)
+        mask = tf.cast((t >= start) & (t < start + span), x.dtype)[None, :]  # (1, L)
+        energy = tf.reduce_sum(base * mask, axis=1)  # (12,)
+        src = tf.random.stateless_categorical(tf.math.log(energy + 1e-6)[None], 1,
+                                              seed=tf.random.experimental.stateless_fold_in(s, 1))
+        src = tf.cast(src[0, 0], tf.int32)
+        step = tf.gather([-2, -1, 1, 2], tf.cast(u[2] * 4, tf.int32) % 4)
+        dst = (src + step) % PITCH
+        moved = base[src][None, :] * mask  # (1, L)
+        base = (base - moved * tf.one_hot(src, PITCH, dtype=x.dtype)[:, None]
+                + moved * tf.one_hot(dst, PITCH, dtype=x.dtype)[:, None])
+    return tf.concat([base, base[: PITCH - 1]], axis=0) if tiled else base
+
+
+def remap(x, perm, key, tiled: bool):
+    """A new work from a song: permute its 12 pitch classes by `perm` in its work's key frame
+    (roll by -key, permute, roll back), so the versions of a work stay transpositions of each
+    other."""
+    import tensorflow as tf
+
+    base = tf.roll(x[:PITCH], -key, axis=0)
+    base = tf.roll(tf.gather(base, perm, axis=0), key, axis=0)
+    return tf.concat([base, base[: PITCH - 1]], axis=0) if tiled else base
+
+
+def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):
+    """Random augmentation of one (F, L) song with stateless ops seeded by `seed` (2,).
+
+    With `work_seed` (shared by every song of one work in a batch) and the song's relative
+    `key`, the work becomes a new one with probability `p_remap`: its pitch classes are permuted
+    (`remap`) and, with probability `p_reverse`, its time axis is reversed. The new work's
+    labels stay those of the original, which is never in the same batch.
+    """
     import tensorflow as tf
 
     shape = x.shape
     tiled = shape[0] == 2 * PITCH - 1
-    u = tf.random.stateless_uniform([8], seed=seed)
+    if work_seed is not None and (aug.get("p_remap", 0.0) or aug.get("p_reverse", 0.0)):
+        w = tf.random.stateless_uniform([2], seed=work_seed)
+        perm = tf.random.experimental.stateless_shuffle(tf.range(PITCH), seed=work_seed)
+        x = tf.ensure_shape(tf.cond(w[0] < aug.get("p_remap", 0.0),
+                                    lambda: remap(x, perm, key, tiled), lambda: x), shape)
+        x = tf.ensure_shape(tf.cond(w[1] < aug.get("p_reverse", 0.0),
+                                    lambda: tf.reverse(x, axis=[1]), lambda: x), shape)
+    u = tf.random.stateless_uniform([9], seed=seed)
     sub = tf.random.experimental.stateless_fold_in(seed, 1)
     shift = tf.cast(tf.floor(1.0 + u[1] * (PITCH - 1)), tf.int32)  # 1..11
     r = aug["stretch_range"]
@@ -204,6 +275,10 @@ def augment(x, seed, aug: dict[str, Any]):
         (u[2] < aug["p_stretch"], lambda v: stretch(v, factor, u[4])),
         (u[5] < aug["p_crop"], lambda v: crop(v, fraction, u[7])),
         (frames[0] < aug["p_warp"], lambda v: warp(v, frames[1:], aug["warp_rate"])),
+        (u[8] < aug.get("p_notes", 0.0),
+         lambda v: move_notes(v, tf.random.experimental.stateless_fold_in(seed, 2),
+                              int(aug.get("note_moves", 8)), *aug.get("note_frames", (2, 16)),
+                              tiled)),
     ]
     for apply, fn in steps:
         x = tf.ensure_shape(tf.cond(apply, lambda: fn(x), lambda: x), shape)
@@ -237,15 +312,18 @@ def _epoch_indices(labels: np.ndarray, train: dict[str, Any], mode: str, rng: np
     steps = train["steps_per_epoch"]
     single = bool(train.get("singleton_positives", False))
     if mode == "pk":
-        idx = sample_pk(labels, steps, train["works_per_batch"], train["versions_per_work"], rng,
-                        single)
-        return idx[:, None], labels[idx], rng.integers(0, 2**31 - 1, size=(len(idx), 1, 2))
+        k = train["versions_per_work"]
+        idx = sample_pk(labels, steps, train["works_per_batch"], k, rng, single)
+        song_seeds = rng.integers(0, 2**31 - 1, size=(len(idx), 1, 2))
+        work_seeds = np.repeat(rng.integers(0, 2**31 - 1, size=(len(idx) // k, 1, 2)), k, axis=0)
+        return idx[:, None], labels[idx], np.concatenate([song_seeds, work_seeds], axis=1)
     if mode == "pairs":
         i, j, extra = sample_pairs(labels, steps, train["batch_size"], rng, single)
     else:
         i, j = sample_positive_pairs(labels, steps * train["batch_size"], rng, single)
         extra = np.stack([labels[i], labels[j]], axis=1)
-    return np.stack([i, j], axis=1), extra, rng.integers(0, 2**31 - 1, size=(len(i), 2, 2))
+    seeds = rng.integers(0, 2**31 - 1, size=(len(i), 3, 2))  # song i, song j, the pair's work
+    return np.stack([i, j], axis=1), extra, seeds
 
 
 def make_dataset(x: np.ndarray, labels: np.ndarray, train: dict[str, Any], seed: int,
@@ -260,19 +338,20 @@ def make_dataset(x: np.ndarray, labels: np.ndarray, train: dict[str, Any], seed:
     parts = [_epoch_indices(labels, train, mode, epoch_rng(seed, e)) for e in epochs]
     rows, extra, seeds = (np.concatenate([p[k] for p in parts]) for k in range(3))
     feats = tf.constant(np.asarray(x, np.float32))
+    keys = tf.constant(relative_keys(x, labels))
     aug = dict(train["augment"])
 
-    def load(i, s):
+    def load(i, s, ws):
         song = tf.gather(feats, i)
-        return augment(song, s, aug) if augment_on else song
+        return augment(song, s, aug, ws, tf.gather(keys, i)) if augment_on else song
 
     ds = tf.data.Dataset.from_tensor_slices((rows, extra, seeds))
     if mode == "pk":
-        ds = ds.map(lambda r, e, s: (load(r[0], s[0]), e), num_parallel_calls=tf.data.AUTOTUNE,
+        ds = ds.map(lambda r, e, s: (load(r[0], s[0], s[1]), e), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True)
         bsize = len(rows) // (len(epochs) * train["steps_per_epoch"])
     else:
-        ds = ds.map(lambda r, e, s: ((load(r[0], s[0]), load(r[1], s[1])), e),
+        ds = ds.map(lambda r, e, s: ((load(r[0], s[0], s[2]), load(r[1], s[1], s[2])), e),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         bsize = train["batch_size"]
     return ds.batch(bsize, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -247,10 +247,13 @@ def read_checkpoint_state(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def load_checkpoint(path: Path, trainer: Trainer) -> None:
-    """Assign a checkpoint's variables to the trainer's models and optimiser."""
+def load_checkpoint(path: Path, trainer: Trainer,
+                    groups: tuple[str, ...] = ("encoder", "head", "optimizer")) -> None:
+    """Assign a checkpoint's variables of `groups` to the trainer's models and optimiser."""
     with np.load(path) as z:
         for group, vs in trainer.state_variables().items():
+            if group not in groups:
+                continue
             for i, v in enumerate(vs):
                 name = f"{group}/{i}"
                 if name not in z or z[name].shape != tuple(v.shape):
@@ -295,8 +298,9 @@ def _resume(ckpt: Path | None, trainer: Trainer, key: str, state: TrainState
     load_checkpoint(ckpt / LAST, trainer)
     best = None
     if (ckpt / BEST).exists():
+        # only the best weights: the optimiser's state must stay the last epoch's
         current = _weights(trainer)
-        load_checkpoint(ckpt / BEST, trainer)
+        load_checkpoint(ckpt / BEST, trainer, groups=("encoder", "head"))
         best = _weights(trainer)
         _set_weights(trainer, current)
     log.info("resumed from %s after epoch %d", ckpt / LAST, saved["epoch"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,25 @@ def _timbre(rng: np.random.Generator, names: tuple[str, ...], jitter: float) -> 
                   float(a), float(d), float(np.clip(s, 0.05, 1.0)), float(r))
 
 
+# What a version changes, by aspect: the Version fields that carry it (benchmarks/
+# bench_nuisance.py renders versions that differ from a reference in one aspect only).
+ASPECTS = {
+    "key": ("key_shift",),
+    "tempo": ("tempo_ratio",),
+    "structure": ("structure", "section_edit", "offset_s"),
+    "arrangement": ("timbres", "accompaniment", "melody_gain"),
+    "noise": ("snr_db", "noise_color", "noise_seed"),
+    "content": ("sections", "melody_variations", "chord_substitutions"),
+}
+
+
+def one_aspect_version(reference: Version, other: Version, aspect: str) -> Version:
+    """`reference` with the fields of one aspect (ASPECTS) taken from `other`."""
+    if aspect not in ASPECTS:
+        raise CoveridError(f"unknown aspect {aspect!r}; expected one of {', '.join(ASPECTS)}")
+    return replace(reference, **{f: getattr(other, f) for f in ASPECTS[aspect]})
+
+
 # --- rendering ---------------------------------------------------------------------------
 def render_version(work: Work, version: Version, sr: int, duration_s: float,
                    peak_dbfs: float = -1.0) -> np.ndarray:
@@ -565,3 +584,48 @@ def _check_cfg(cfg: dict[str, Any]) -> None:
     if bad:
         shown = ", ".join(f"{k}={cfg[k]!r}" for k in bad)
         raise CoveridError(f"params data.synth: invalid {shown}")
+
+
+# --- one-aspect versions (benchmarks/bench_nuisance.py) --------------------------------
+NUISANCE_INDEX = 10**6  # work indices of the nuisance works: far from any corpus's works
+
+
+def _aspect_features(job: tuple[int, str, int], cfg: dict[str, Any], pcfg: dict[str, Any],
+                     seed: int) -> tuple[np.ndarray, int]:
+    """HPCP (T, 12) of version 0 (the reference) or 1 of nuisance work i for one aspect
+    ("all": a version differing in every aspect)."""
+    from coverid.features import compute_hpcp
+
+    i, aspect, v = job
+    index = NUISANCE_INDEX + i
+    work = make_work(song_rng(seed, WORK, index, 0), cfg)
+    ref = make_version(song_rng(seed, WORK, index, 1), work, cfg)
+    version = ref
+    if v == 1:
+        other = make_version(song_rng(seed, WORK, index, 2), work, cfg)
+        version = other if aspect == "all" else one_aspect_version(ref, other, aspect)
+    sr = int(pcfg["audio"]["sample_rate"])
+    audio = render_version(work, version, sr, float(cfg["duration_s"]), cfg["peak_dbfs"])
+    return compute_hpcp(audio.astype(np.float32), sr, pcfg["audio"])
+
+
+def nuisance_songs(cfg: dict[str, Any], pcfg: dict[str, Any], n_works: int, seed: int,
+                   workers: int = 1) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Per aspect (and "all"), the HPCP of `n_works` new works x 2 versions that differ in
+    that aspect only: {aspect: ([(T, 12) per song], work index per song)}."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from tqdm import tqdm
+
+    aspects = [*ASPECTS, "all"]
+    jobs = [(i, a, v) for a in aspects for i in range(n_works) for v in (0, 1)]
+    fn = partial(_aspect_features, cfg=cfg, pcfg=pcfg, seed=seed)
+    with ProcessPoolExecutor(max(1, workers)) as pool:
+        feats = list(tqdm(pool.map(fn, jobs, chunksize=4), total=len(jobs), desc="nuisance songs",
+                          unit="song"))
+    out: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+    for a in aspects:
+        rows = [k for k, j in enumerate(jobs) if j[1] == a]
+        out[a] = ([feats[k] for k in rows], np.array([jobs[k][0] for k in rows]))
+    return out
