@@ -69,7 +69,9 @@ def main() -> None:
     params = load_params(args.params)
     runs = [measure(params, arch, loss, args.steps, pool)
             for arch, loss, pool in (("seed", "contrastive", None), ("move", "contrastive", None),
-                                     ("move", "triplet", None), ("move", "triplet", "early"))]
+                                     ("move", "triplet", None), ("move", "triplet", "early"),
+                                     ("move", "triplet", "late"), ("move", "triplet", "gram"))
+            if pool is None or pool != params["model"]["move"]["pitch_pool"]]
     result = {"cpu_count": os.cpu_count(), "machine": platform.machine(),
               "spect_len": params["preprocess"]["spect_len"], "runs": runs}
     for r in runs:

@@ -1,0 +1,77 @@
+"""Benchmark: test MAP of each loss (contrastive, bce, triplet) against Qmax on the same songs.
+
+Trains the params.yaml model once per loss (everything else as in params.yaml, `--seeds`
+training seeds each: small test splits make one run noisy) on the processed corpus's train
+split, early-stopped on val, and ranks the test split. Each model's MAP is taken on the
+queries the baseline stage used (reports/baseline.json), so it compares with Qmax and DTW on
+the same songs. Writes reports/bench/losses.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from coverid import paths  # noqa: E402
+from coverid.config import load_params  # noqa: E402
+from coverid.io import write_json  # noqa: E402
+
+OUT = Path("reports/bench/losses.json")
+LOSSES = ("contrastive", "bce", "triplet")
+
+
+def test_map(params: dict, loss: str, seed: int, queries: np.ndarray | None) -> dict:
+    """Train with `loss` and training seed `seed`; test MAP on all queries and on `queries`."""
+    from coverid.embedder import Embedder, metric_for
+    from coverid.evaluate import on_queries
+    from coverid.metrics import query_stats_from_embeddings, summarize
+    from coverid.splits import load_split, read_splits
+    from coverid.store import read_features
+    from coverid.train import fit, split_sets
+
+    p = copy.deepcopy(params)
+    p["train"]["loss"], p["seed"] = loss, seed
+    fs = read_features(paths.processed_file(p), p["preprocess"]["feature"])
+    train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(p)))
+    result = fit(p, train_fs, val_fs)
+    test = load_split(params, "test")
+    embedder = Embedder(result.encoder, {"metric": metric_for(loss)}, result.head)
+    emb = embedder.embed(test.features)
+    stats = query_stats_from_embeddings(emb, test.work_id, embedder.metric, embedder.head)
+    row = {"map": summarize(stats, len(emb) - 1)["map"], "best_val_map": result.state.best_val_map}
+    if queries is not None:
+        row["map_on_baseline_queries"] = on_queries(stats, queries, len(emb) - 1, 0.0)["map"]
+    return row
+
+
+def main() -> None:
+    """Print and record each loss's test MAP next to the baselines'."""
+    from coverid.evaluate import _baseline_queries, read_report
+    from coverid.splits import load_split
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7], help="training seeds")
+    args = ap.parse_args()
+    params = load_params()
+    baseline = read_report(paths.REPORTS / "baseline.json", required=False) or {}
+    queries = _baseline_queries(params, load_split(params, "test").work_id, baseline)
+    out: dict = {"baseline": {m: r["map"] for m, r in baseline.items()}, "losses": {}}
+    for loss in args.losses:
+        runs = [test_map(params, loss, s, queries) for s in args.seeds]
+        key = "map_on_baseline_queries" if queries is not None else "map"
+        maps = [r[key] for r in runs]
+        out["losses"][loss] = {"seeds": args.seeds, "runs": runs, "mean_map": float(np.mean(maps))}
+        print(f"{loss:>12}: test MAP {np.mean(maps):.3f} (runs {', '.join(f'{m:.3f}' for m in maps)})"
+              f"  vs  " + ", ".join(f"{m} {v:.3f}" for m, v in out["baseline"].items()), flush=True)
+    write_json(OUT, out)
+
+
+if __name__ == "__main__":
+    main()
