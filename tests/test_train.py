@@ -74,6 +74,33 @@ def test_deterministic_and_resumable_after_a_kill(data, tmp_path):
     assert 0.0 <= a.state.best_val_map <= 1.0 and a.pairs_per_second > 0
 
 
+def test_resume_continues_the_last_epoch_when_an_earlier_one_was_best(data, tmp_path,
+                                                                      monkeypatch):
+    """The best checkpoint holds only weights to come back to: the optimiser state (step count,
+    moments, slow weights) must be the last epoch's, or the resumed run diverges from A."""
+    import coverid.train as train_mod
+
+    tr, va = data
+    monkeypatch.setattr(train_mod, "validation_map",
+                        lambda trainer, *a: 1.0 / (1 + int(trainer.optimizer.iterations)))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_2(epoch, metrics):
+        if epoch == 2:
+            raise Killed
+
+    params = tiny_params(patience=5)
+    a = fit(params, tr, va, tmp_path / "a", default_setup())
+    with pytest.raises(Killed):
+        fit(params, tr, va, tmp_path / "b", default_setup(), on_epoch=kill_after_2)
+    b = fit(tiny_params(resume=True, patience=5), tr, va, tmp_path / "b", default_setup())
+    assert a.state.best_epoch == b.state.best_epoch == 1  # the best is not the last epoch
+    assert b.state.history == a.state.history
+    assert all(np.array_equal(x, y) for x, y in zip(weights(a), weights(b)))
+
+
 def test_contrastive_random_pairs_train(data):
     tr, va = data
     res = fit(tiny_params(loss="contrastive", negative_sampling="random", epochs=1), tr, va, None,
