@@ -26,21 +26,17 @@ OUT = Path("reports/bench/losses.json")
 LOSSES = ("contrastive", "bce", "triplet")
 
 
-def test_map(params: dict, loss: str, seed: int, queries: np.ndarray | None) -> dict:
+def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
+                   queries: np.ndarray | None) -> dict:
     """Train with `loss` and training seed `seed`; test MAP on all queries and on `queries`."""
     from coverid.embedder import Embedder, metric_for
     from coverid.evaluate import on_queries
     from coverid.metrics import query_stats_from_embeddings, summarize
-    from coverid.splits import load_split, read_splits
-    from coverid.store import read_features
-    from coverid.train import fit, split_sets
+    from coverid.train import fit
 
     p = copy.deepcopy(params)
     p["train"]["loss"], p["seed"] = loss, seed
-    fs = read_features(paths.processed_file(p), p["preprocess"]["feature"])
-    train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(p)))
     result = fit(p, train_fs, val_fs)
-    test = load_split(params, "test")
     embedder = Embedder(result.encoder, {"metric": metric_for(loss)}, result.head)
     emb = embedder.embed(test.features)
     stats = query_stats_from_embeddings(emb, test.work_id, embedder.metric, embedder.head)
@@ -52,19 +48,26 @@ def test_map(params: dict, loss: str, seed: int, queries: np.ndarray | None) -> 
 
 def main() -> None:
     """Print and record each loss's test MAP next to the baselines'."""
-    from coverid.evaluate import _baseline_queries, read_report
-    from coverid.splits import load_split
+    from coverid.evaluate import baseline_queries, read_report
+    from coverid.splits import read_splits, split_mask
+    from coverid.store import read_features
+    from coverid.train import split_sets
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7], help="training seeds")
     args = ap.parse_args()
     params = load_params()
+    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
+    splits = read_splits(paths.splits_file(params))
+    train_fs, val_fs = split_sets(fs, splits)
+    test = fs.take(split_mask(fs.work_id, splits, "test"))
     baseline = read_report(paths.REPORTS / "baseline.json", required=False) or {}
-    queries = _baseline_queries(params, load_split(params, "test").work_id, baseline)
+    queries = baseline_queries(params, test.work_id, baseline)
     out: dict = {"baseline": {m: r["map"] for m, r in baseline.items()}, "losses": {}}
     for loss in args.losses:
-        runs = [test_map(params, loss, s, queries) for s in args.seeds]
+        runs = [train_and_rank(params, loss, s, train_fs, val_fs, test, queries)
+                for s in args.seeds]
         key = "map_on_baseline_queries" if queries is not None else "map"
         maps = [r[key] for r in runs]
         out["losses"][loss] = {"seeds": args.seeds, "runs": runs, "mean_map": float(np.mean(maps))}

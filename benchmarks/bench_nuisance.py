@@ -27,11 +27,12 @@ OUT = Path("reports/bench/nuisance.json")
 
 def model_map(embedder, songs: list[np.ndarray], works: np.ndarray) -> float:
     """MAP of the model's embeddings of `songs` ((T, 12) each) among themselves."""
+    from coverid.identify import feature_config
     from coverid.metrics import retrieval_metrics_from_embeddings
     from coverid.transform import to_model_input
 
-    c = embedder.config
-    x = np.stack([to_model_input(s, c["spect_len"], c.get("max_frames"), c["tile"])
+    fc = feature_config(embedder)  # the settings the model was trained with
+    x = np.stack([to_model_input(s, fc["spect_len"], fc["max_frames"], fc["tile"])
                   for s in songs])
     emb = embedder.embed(x)
     return retrieval_metrics_from_embeddings(emb, works, embedder.metric, embedder.head)["map"]

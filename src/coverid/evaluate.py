@@ -130,7 +130,7 @@ def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray, n_candidates: 
     return {**sub, "seconds_per_query": seconds_per_query}
 
 
-def _baseline_queries(params: dict[str, Any], work_id: np.ndarray,
+def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
                       baseline: dict[str, dict[str, Any]]) -> np.ndarray | None:
     """The queries the baseline stage used (same selection, seed and split), if consistent."""
     from coverid.baselines import select_queries
@@ -201,7 +201,7 @@ def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
                              float(threshold["threshold"]), cfg, int(params["seed"]),
                              embed_seconds)
     baseline = baseline or {}
-    queries = _baseline_queries(params, test.work_id, baseline)
+    queries = baseline_queries(params, test.work_id, baseline)
     model_sub = None if queries is None else on_queries(
         ev.stats, queries, len(emb) - 1, ev.metrics["seconds_per_query"])
     rows = compare(ev.metrics, baseline, model_sub)

@@ -150,12 +150,19 @@ def _fit_length(x, length: int, u):
     return tiled[:, start:start + length]
 
 
+def _retile(base, tiled: bool):
+    """The 12 pitch rows `base`, re-tiled to 23 rows when the input was tiled."""
+    import tensorflow as tf
+
+    return tf.concat([base, base[: PITCH - 1]], axis=0) if tiled else base
+
+
 def transpose(x, shift, tiled: bool):
     """Roll the 12 pitch classes by `shift` semitones (untile, roll, re-tile when tiled)."""
     import tensorflow as tf
 
     base = tf.roll(x[:PITCH], shift, axis=0)
-    return tf.concat([base, base[: PITCH - 1]], axis=0) if tiled else base
+    return _retile(base, tiled)
 
 
 def stretch(x, factor, u):
@@ -230,7 +237,7 @@ def move_notes(x, seed, n_moves: int, min_frames: int, max_frames: int, tiled: b
         moved = base[src][None, :] * mask  # (1, L)
         base = (base - moved * tf.one_hot(src, PITCH, dtype=x.dtype)[:, None]
                 + moved * tf.one_hot(dst, PITCH, dtype=x.dtype)[:, None])
-    return tf.concat([base, base[: PITCH - 1]], axis=0) if tiled else base
+    return _retile(base, tiled)
 
 
 def remap(x, perm, key, tiled: bool):
@@ -241,7 +248,7 @@ def remap(x, perm, key, tiled: bool):
 
     base = tf.roll(x[:PITCH], -key, axis=0)
     base = tf.roll(tf.gather(base, perm, axis=0), key, axis=0)
-    return tf.concat([base, base[: PITCH - 1]], axis=0) if tiled else base
+    return _retile(base, tiled)
 
 
 def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):

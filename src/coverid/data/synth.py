@@ -590,20 +590,19 @@ def _check_cfg(cfg: dict[str, Any]) -> None:
 NUISANCE_INDEX = 10**6  # work indices of the nuisance works: far from any corpus's works
 
 
-def _aspect_features(job: tuple[int, str, int], cfg: dict[str, Any], pcfg: dict[str, Any],
-                     seed: int) -> tuple[np.ndarray, int]:
-    """HPCP (T, 12) of version 0 (the reference) or 1 of nuisance work i for one aspect
-    ("all": a version differing in every aspect)."""
+def _aspect_features(job: tuple[int, str | None], cfg: dict[str, Any], pcfg: dict[str, Any],
+                     seed: int) -> np.ndarray:
+    """HPCP (T, 12) of nuisance work i's reference version (aspect None) or of its version that
+    differs from the reference in one aspect ("all": in every aspect)."""
     from coverid.features import compute_hpcp
 
-    i, aspect, v = job
+    i, aspect = job
     index = NUISANCE_INDEX + i
     work = make_work(song_rng(seed, WORK, index, 0), cfg)
-    ref = make_version(song_rng(seed, WORK, index, 1), work, cfg)
-    version = ref
-    if v == 1:
+    version = make_version(song_rng(seed, WORK, index, 1), work, cfg)
+    if aspect is not None:
         other = make_version(song_rng(seed, WORK, index, 2), work, cfg)
-        version = other if aspect == "all" else one_aspect_version(ref, other, aspect)
+        version = other if aspect == "all" else one_aspect_version(version, other, aspect)
     sr = int(pcfg["audio"]["sample_rate"])
     audio = render_version(work, version, sr, float(cfg["duration_s"]), cfg["peak_dbfs"])
     return compute_hpcp(audio.astype(np.float32), sr, pcfg["audio"])
@@ -612,20 +611,21 @@ def _aspect_features(job: tuple[int, str, int], cfg: dict[str, Any], pcfg: dict[
 def nuisance_songs(cfg: dict[str, Any], pcfg: dict[str, Any], n_works: int, seed: int,
                    workers: int = 1) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Per aspect (and "all"), the HPCP of `n_works` new works x 2 versions that differ in
-    that aspect only: {aspect: ([(T, 12) per song], work index per song)}."""
+    that aspect only: {aspect: ([(T, 12) per song], work index per song)}. Each work's
+    reference version is rendered once and shared by every aspect."""
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
     from tqdm import tqdm
 
     aspects = [*ASPECTS, "all"]
-    jobs = [(i, a, v) for a in aspects for i in range(n_works) for v in (0, 1)]
+    jobs = [(i, a) for a in (None, *aspects) for i in range(n_works)]
     fn = partial(_aspect_features, cfg=cfg, pcfg=pcfg, seed=seed)
     with ProcessPoolExecutor(max(1, workers)) as pool:
         feats = list(tqdm(pool.map(fn, jobs, chunksize=4), total=len(jobs), desc="nuisance songs",
                           unit="song"))
-    out: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
-    for a in aspects:
-        rows = [k for k, j in enumerate(jobs) if j[1] == a]
-        out[a] = ([feats[k] for k in rows], np.array([jobs[k][0] for k in rows]))
-    return out
+    refs, variants = feats[:n_works], feats[n_works:]
+    works = np.repeat(np.arange(n_works), 2)
+    return {a: ([song for i in range(n_works) for song in (refs[i], variants[k * n_works + i])],
+                works)
+            for k, a in enumerate(aspects)}
