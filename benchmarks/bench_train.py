@@ -1,4 +1,4 @@
-"""Training throughput (pairs per second) of the seed and move encoders on this machine.
+"""Training throughput (pairs per second) of the seed, bag and move encoders on this machine.
 
 Random (23, spect_len) features, the params.yaml train section (loss, batch size, augmentation)
 with each arch; one warm-up epoch (tracing) is not timed. A triplet batch of P x K songs counts
@@ -37,7 +37,7 @@ def measure(params: dict, arch: str, loss: str, steps: int, pitch_pool: str | No
     params["model"]["arch"] = arch
     if pitch_pool:
         params["model"]["move"]["pitch_pool"] = pitch_pool
-    name = arch if arch == "seed" else f"move/{params['model']['move']['pitch_pool']}"
+    name = arch if arch != "move" else f"move/{params['model']['move']['pitch_pool']}"
     train = params["train"]
     train.update(loss=loss, steps_per_epoch=steps)
     length = params["preprocess"]["spect_len"]
@@ -68,7 +68,8 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(args.params)
     runs = [measure(params, arch, loss, args.steps, pool)
-            for arch, loss, pool in (("seed", "contrastive", None), ("move", "contrastive", None),
+            for arch, loss, pool in (("seed", "contrastive", None), ("bag", "contrastive", None),
+                                     ("bag", "triplet", None), ("move", "contrastive", None),
                                      ("move", "triplet", None), ("move", "triplet", "early"),
                                      ("move", "triplet", "late"), ("move", "triplet", "gram"))
             if pool is None or pool != params["model"]["move"]["pitch_pool"]]

@@ -111,7 +111,8 @@ def _load_dir(model_dir: Path) -> Embedder:
     """Read a model dir; BadInputError naming the problem when it is missing or corrupt."""
     import keras
 
-    import coverid.model  # noqa: F401  (registers the custom layers for deserialisation)
+    import coverid.bag  # noqa: F401  (registers the custom layers for deserialisation)
+    import coverid.model  # noqa: F401
 
     if not model_dir.is_dir():
         raise BadInputError(model_dir, "model directory not found")

@@ -326,6 +326,10 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     setup = setup or setup_devices(train)
     seed_everything(seed, deterministic_ops=not setup.gpus)
     trainer = Trainer(params, tuple(train_fs.features.shape[1:]), setup)
+    if params["model"]["arch"] == "bag":
+        from coverid.bag import init_codebook
+
+        init_codebook(trainer.encoder, train_fs.features, params["model"]["bag"]["kmeans_iters"], seed)
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     state, best_weights = _resume(ckpt if train.get("resume") else None, trainer, key,
