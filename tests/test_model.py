@@ -40,7 +40,7 @@ def test_seed_encoder_shape_and_range():
 
 @pytest.mark.parametrize("pooling,pitch_pool,downsample", [
     ("attention", "early", 1), ("mean", "late", 2), ("max", "early", 3), ("attention", "late", 1),
-    ("attention", "gram", 2)])
+    ("attention", "gram", 2), ("mean", "key", 2)])
 def test_move_is_transposition_invariant_and_length_free(pooling, pitch_pool, downsample):
     rng = np.random.default_rng(1)
     move = {**MOVE["move"], "pooling": pooling, "pitch_pool": pitch_pool, "downsample": downsample}
