@@ -163,3 +163,13 @@ def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_weighted_bag_starts_as_the_plain_one_and_learns_per_entry_weights():
+    x = np.random.default_rng(7).random((2, 5)).astype(np.float32)
+    plain, weighted = BagNormalize([2, 3]), BagNormalize([2, 3], weighted=True)
+    np.testing.assert_allclose(np.asarray(weighted(x)), np.asarray(plain(x)), atol=1e-6)
+    assert len(weighted.trainable_weights) == 1 and not plain.trainable_weights
+    weighted.logits.assign(np.array([5.0, -5.0, 0.5, 0.5, 0.5], np.float32))
+    y = np.asarray(weighted(x))
+    assert y[0, 0] > 10 * y[0, 1]  # the first entry now outweighs the second

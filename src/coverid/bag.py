@@ -109,12 +109,20 @@ class BagNormalize(layers.Layer):
     """Square-root (Hellinger) then unit L2 norm of each part (unigrams, each lag's bigrams),
     scaled so that the whole embedding has unit norm."""
 
-    def __init__(self, sizes: list[int], **kwargs) -> None:
+    def __init__(self, sizes: list[int], weighted: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.sizes = [int(v) for v in sizes]
+        self.weighted = bool(weighted)
+
+    def build(self, shape):
+        if self.weighted:  # learned weight per entry (softplus, starts at 1): which counts matter
+            self.logits = self.add_weight(name="weights", shape=(shape[-1],),
+                                          initializer=keras.initializers.Constant(np.log(np.e - 1)))
 
     def call(self, x):
         x = ops.sqrt(x + EPS) - np.sqrt(EPS)
+        if self.weighted:
+            x = x * ops.softplus(self.logits)
         parts, start = [], 0
         for size in self.sizes:
             p = x[:, start:start + size]
@@ -126,12 +134,12 @@ class BagNormalize(layers.Layer):
         return shape
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "sizes": self.sizes}
+        return {**super().get_config(), "sizes": self.sizes, "weighted": self.weighted}
 
 
 def bag_encoder(input_shape: tuple[int, int | None], codes: int, patch: int, sharpness: float,
                 lags: list[int], tempo_factors: list[float], downsample: int,
-                unigrams: bool = True) -> keras.Model:
+                unigrams: bool = True, weighted: bool = False) -> keras.Model:
     """Input (F, L) -> bag-of-patterns embedding of size K ([1 +] K len(lags))."""
     from coverid.model import KeyRoll, untiled
 
@@ -149,7 +157,7 @@ def bag_encoder(input_shape: tuple[int, int | None], codes: int, patch: int, sha
     counts = [counter(coder(s)) for s in stretched]
     total = counts[0] if len(counts) == 1 else layers.Add(name="scales")(counts)
     sizes = [codes] * unigrams + [codes * codes] * len(lags)
-    out = BagNormalize(sizes, dtype="float32", name="embedding")(total)
+    out = BagNormalize(sizes, weighted, dtype="float32", name="embedding")(total)
     return keras.Model(inp, out, name="bag_encoder")
 
 
@@ -165,7 +173,7 @@ def build_bag(cfg: dict[str, Any], input_shape: tuple[int, int | None]) -> keras
                            f"(model.bag patch, lags, tempo_factors, downsample), got {length}")
     return bag_encoder(input_shape, cfg["codes"], cfg["patch"], cfg["sharpness"], list(cfg["lags"]),
                        [float(v) for v in cfg["tempo_factors"]], int(cfg["downsample"]),
-                       bool(cfg.get("unigrams", True)))
+                       bool(cfg.get("unigrams", True)), bool(cfg.get("weighted", False)))
 
 
 def min_length_bag(cfg: dict[str, Any]) -> int:
