@@ -24,6 +24,9 @@ PITCH = 12
 POOLINGS = ("attention", "mean", "max")
 PITCH_POOLS = ("early", "late", "gram", "key")
 DIATONIC = (0, 2, 4, 5, 7, 9, 11)  # a major scale: the 7 pitch classes of a key signature
+# column s: the diatonic set with tonic s (pitch class x tonic indicator)
+KEY_SIGNATURES = np.stack([np.isin(np.arange(PITCH), (np.array(DIATONIC) + s) % PITCH)
+                           for s in range(PITCH)], axis=1).astype("float32")
 
 
 @keras.saving.register_keras_serializable(package="coverid")
@@ -48,11 +51,8 @@ class KeyRoll(layers.Layer):
     """
 
     def call(self, x):
-        template = np.zeros((PITCH, PITCH), dtype="float32")
-        for s in range(PITCH):
-            template[(np.array(DIATONIC) + s) % PITCH, s] = 1.0
         profile = ops.mean(x, axis=2)
-        shift = ops.argmax(ops.matmul(profile, ops.convert_to_tensor(template, x.dtype)), axis=1)
+        shift = ops.argmax(ops.matmul(profile, ops.cast(KEY_SIGNATURES, x.dtype)), axis=1)
         rows = (ops.arange(PITCH)[None, :] + ops.cast(shift, "int32")[:, None]) % PITCH
         return ops.take_along_axis(x, rows[:, :, None], axis=1)
 
@@ -132,20 +132,22 @@ class L2Normalize(layers.Layer):
         return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
 
+def _check_rows(n_rows: int) -> None:
+    """Encoders take untiled (12-row) or tiled (23-row) chroma."""
+    if n_rows not in (PITCH, 2 * PITCH - 1):
+        raise CoveridError(f"encoders need 12 or 23 pitch rows, got {n_rows}")
+
+
 def _pitch_rows(x, n_rows: int):
     """Tile untiled (12-row) input to 23 rows; reject other row counts."""
-    if n_rows == PITCH:
-        return PitchTile(name="pitch_tile")(x)
-    if n_rows != 2 * PITCH - 1:
-        raise CoveridError(f"encoders need 12 or 23 pitch rows, got {n_rows}")
-    return x
+    _check_rows(n_rows)
+    return PitchTile(name="pitch_tile")(x) if n_rows == PITCH else x
 
 
 def untiled(x, n_rows: int):
     """The 12 chroma rows of a 12- or 23-row input."""
-    if n_rows not in (PITCH, 2 * PITCH - 1):
-        raise CoveridError(f"encoders need 12 or 23 pitch rows, got {n_rows}")
-    return x[:, :PITCH] if n_rows != PITCH else x
+    _check_rows(n_rows)
+    return x[:, :PITCH]
 
 
 def seed_encoder(input_shape: tuple[int, int | None]) -> keras.Model:
@@ -252,6 +254,16 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
 
         return build_bag(model["bag"], input_shape)
     raise CoveridError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")
+
+
+def init_encoder(model: dict[str, Any], encoder: keras.Model, features: np.ndarray,
+                 seed: int) -> None:
+    """Fit the encoder's data-dependent starting weights to training features, where its
+    arch has any (bag: the k-means pattern codebook); a no-op otherwise."""
+    if model["arch"] == "bag":
+        from coverid.bag import init_codebook
+
+        init_codebook(encoder, features, model["bag"]["kmeans_iters"], seed)
 
 
 def embedding_size(encoder: keras.Model) -> int:

@@ -319,6 +319,7 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     from tqdm import tqdm
 
     from coverid.devices import setup_devices
+    from coverid.model import init_encoder
     from coverid.pairs import batch_items, encode_labels, make_dataset
 
     train = params["train"]
@@ -326,10 +327,7 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     setup = setup or setup_devices(train)
     seed_everything(seed, deterministic_ops=not setup.gpus)
     trainer = Trainer(params, tuple(train_fs.features.shape[1:]), setup)
-    if params["model"]["arch"] == "bag":
-        from coverid.bag import init_codebook
-
-        init_codebook(trainer.encoder, train_fs.features, params["model"]["bag"]["kmeans_iters"], seed)
+    init_encoder(params["model"], trainer.encoder, train_fs.features, seed)
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     state, best_weights = _resume(ckpt if train.get("resume") else None, trainer, key,
