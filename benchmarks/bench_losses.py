@@ -28,9 +28,11 @@ LOSSES = ("contrastive", "bce", "triplet")
 
 def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
                    queries: np.ndarray | None) -> dict:
-    """Train with `loss` and training seed `seed`; test MAP on all queries and on `queries`."""
+    """Train with `loss` and training seed `seed`; test MAP on all queries and on `queries`,
+    without and with the query expansion picked on val as the tune stage does."""
     from coverid.embedder import Embedder, metric_for
     from coverid.evaluate import on_queries
+    from coverid.expansion import augment, select_expansion
     from coverid.metrics import query_stats_from_embeddings, summarize
     from coverid.train import fit
 
@@ -39,10 +41,17 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
     result = fit(p, train_fs, val_fs)
     embedder = Embedder(result.encoder, {"metric": metric_for(loss)}, result.head)
     emb = embedder.embed(test.features)
+    qe = select_expansion(embedder.embed(val_fs.features), val_fs.work_id, embedder.metric,
+                          embedder.head, p["tune"]["expansion"])
     stats = query_stats_from_embeddings(emb, test.work_id, embedder.metric, embedder.head)
-    row = {"map": summarize(stats, len(emb) - 1)["map"], "best_val_map": result.state.best_val_map}
+    expanded = stats if not qe["k"] else query_stats_from_embeddings(
+        augment(emb, qe["k"], qe["alpha"]), test.work_id)
+    row = {"map": summarize(stats, len(emb) - 1)["map"], "best_val_map": result.state.best_val_map,
+           "expansion": qe, "map_expanded": summarize(expanded, len(emb) - 1)["map"]}
     if queries is not None:
         row["map_on_baseline_queries"] = on_queries(stats, queries, len(emb) - 1, 0.0)["map"]
+        row["map_expanded_on_baseline_queries"] = on_queries(expanded, queries, len(emb) - 1,
+                                                             0.0)["map"]
     return row
 
 
@@ -70,9 +79,12 @@ def main() -> None:
                 for s in args.seeds]
         key = "map_on_baseline_queries" if queries is not None else "map"
         maps = [r[key] for r in runs]
-        out["losses"][loss] = {"seeds": args.seeds, "runs": runs, "mean_map": float(np.mean(maps))}
-        print(f"{loss:>12}: test MAP {np.mean(maps):.3f} (runs {', '.join(f'{m:.3f}' for m in maps)})"
-              f"  vs  " + ", ".join(f"{m} {v:.3f}" for m, v in out["baseline"].items()), flush=True)
+        qe = [r[key.replace("map", "map_expanded", 1)] for r in runs]
+        out["losses"][loss] = {"seeds": args.seeds, "runs": runs, "mean_map": float(np.mean(maps)),
+                               "mean_map_expanded": float(np.mean(qe))}
+        print(f"{loss:>12}: test MAP {np.mean(maps):.3f}, with query expansion {np.mean(qe):.3f} "
+              f"(runs {', '.join(f'{m:.3f}/{e:.3f}' for m, e in zip(maps, qe))})  vs  "
+              + ", ".join(f"{m} {v:.3f}" for m, v in out["baseline"].items()), flush=True)
     write_json(OUT, out)
 
 

@@ -59,3 +59,13 @@ def project_params(tmp_path, tmp_path_factory, monkeypatch) -> dict:
     db = tmp_path_factory.getbasetemp() / "coverid-mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     return p
+
+
+def chains(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """12 works x 4 versions drifting away from each other along a direction of their own:
+    the last version is closer to the third than to the first, as in real version sets."""
+    rng = np.random.default_rng(seed)
+    centre, drift = rng.normal(size=(12, 16)), rng.normal(size=(12, 16))
+    x = np.concatenate([centre + j * 0.6 * drift + 0.5 * rng.normal(size=(12, 16))
+                        for j in range(4)])
+    return x, np.tile(np.arange(12), 4).astype(str)

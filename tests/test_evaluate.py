@@ -11,6 +11,7 @@ from conftest import FakeEmbedder, make_feature_set
 
 from coverid.distance import pairwise
 from coverid.errors import BadInputError, CoveridError
+from coverid.expansion import augment
 from coverid.evaluate import (
     METRIC_KEYS,
     compare,
@@ -48,6 +49,22 @@ def test_evaluate_embeddings_matches_full_matrix_metrics():
     assert len(ev.pair_dist) == len(ev.pair_labels) == 4 * 3 + 30
 
 
+def test_evaluate_embeddings_ranks_expanded_vectors():
+    fs = make_feature_set(n_works=4, versions=3, n_noise=3, spect_len=10, rows=12)
+    emb = FakeEmbedder(120).embed(fs.features)
+    cfg = {"chunk_size": 5, "n_negatives": 30}
+    ev = evaluate_embeddings(emb, fs.work_id, "cosine", None, 0.5, cfg, seed=0,
+                             expansion=(2, 1.0))
+    expanded = retrieval_metrics(pairwise(augment(emb, 2, 1.0), augment(emb, 2, 1.0)), fs.work_id)
+    plain = retrieval_metrics(pairwise(emb, emb, "cosine"), fs.work_id)
+    assert ev.metrics["map"] == pytest.approx(expanded["map"])
+    assert ev.metrics["map_plain"] == pytest.approx(plain["map"])
+    assert (ev.metrics["qe_k"], ev.metrics["qe_alpha"]) == (2, 1.0)
+    # Verification stays on the plain embeddings.
+    d = pairwise(emb, emb, "cosine")
+    assert np.isin(ev.pair_dist.round(5), d.round(5)).all()
+
+
 def test_compare_rows_and_markdown():
     model = {"map": 0.8, "mr1": 1.5, "p10": 0.2, "n_queries": 10, "seconds_per_query": 0.001,
              "f1": 0.9}
@@ -60,6 +77,8 @@ def test_compare_rows_and_markdown():
     assert md.count("\n") == 5
     assert "| qmax | 5 | 0.3000 | 4.00 | 0.1000 | 2 |" in md
     assert "| model (baseline queries) | 5 | 0.7000 |" in md
+    rows = compare(model, base, {**model, "n_queries": 5}, {**model, "map": 0.6, "n_queries": 5})
+    assert rows["model without query expansion (baseline queries)"]["map"] == 0.6
 
 
 def test_on_queries_subsets_stats():

@@ -95,6 +95,10 @@ def test_repro_produces_every_report(repo):
     assert 0.0 <= metrics["map"] <= 1.0 and metrics["mr1"] >= 1.0
     thr = json.loads((repo / "reports/threshold.json").read_text())
     assert "threshold" in thr
+    qe = thr["expansion"]  # picked on val: never worse there than the plain ranking
+    assert qe["val_map"] >= qe["val_map_plain"] and (metrics["qe_k"], metrics["qe_alpha"]) == (
+        qe["k"], qe["alpha"])
+    assert ("without query expansion" in (repo / "reports/compare.md").read_text()) == (qe["k"] > 0)
     assert json.loads((repo / "reports/validation.json").read_text())["success"] is True
     assert (repo / "reports/plots/eval/distances.png").stat().st_size > 0
     assert (repo / "reports/compare.md").read_text().count("|") > 4

@@ -15,6 +15,7 @@ from coverid import paths
 from coverid.distance import paired
 from coverid.errors import BadInputError, CoveridError
 from coverid.io import atomic_path, write_json, write_text
+from coverid.expansion import augment, check_expansion
 from coverid.metrics import (
     pr_curve,
     query_stats_from_embeddings,
@@ -31,7 +32,7 @@ EVAL_DIR = paths.REPORTS / "eval"
 PLOT_DIR = paths.PLOTS / "eval"
 METRIC_KEYS = ("map", "mr1", "p10", "n_queries", "n_candidates", "threshold", "accuracy",
                "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "average_precision",
-               "seconds_per_query")
+               "seconds_per_query", "qe_k", "qe_alpha", "map_plain", "mr1_plain", "p10_plain")
 COMPARE_KEYS = ("map", "mr1", "p10", "n_queries", "seconds_per_query")
 
 
@@ -41,6 +42,7 @@ class Evaluation:
 
     metrics: dict[str, Any]
     stats: dict[str, np.ndarray]  # per-query retrieval stats (coverid.metrics.query_stats)
+    stats_plain: dict[str, np.ndarray]  # the same without query expansion
     pair_dist: np.ndarray
     pair_labels: np.ndarray
     metric: str
@@ -48,16 +50,26 @@ class Evaluation:
 
 def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
                         head: tuple[np.ndarray, float] | None, threshold: float,
-                        cfg: dict[str, Any], seed: int, embed_seconds: float = 0.0) -> Evaluation:
-    """Retrieval metrics (chunked) and verification metrics at `threshold` on sampled pairs.
+                        cfg: dict[str, Any], seed: int, embed_seconds: float = 0.0,
+                        expansion: tuple[int, float] = (0, 0.0)) -> Evaluation:
+    """Retrieval metrics (chunked, after query expansion when k > 0, see expansion.py) and
+    verification metrics at `threshold` on sampled pairs of the plain embeddings.
 
     seconds_per_query = embedding time per song + ranking time per query row.
     """
+    k, alpha = expansion
+    chunk = int(cfg["chunk_size"])
     t0 = time.perf_counter()
-    stats = query_stats_from_embeddings(emb, work_id, metric, head, int(cfg["chunk_size"]),
-                                        progress=True)
+    if k:
+        ranked = augment(emb, k, alpha, chunk)
+        stats = query_stats_from_embeddings(ranked, work_id, "euclidean", None, chunk,
+                                            progress=True)
     rank_seconds = time.perf_counter() - t0
+    plain = query_stats_from_embeddings(emb, work_id, metric, head, chunk, progress=not k)
+    if not k:
+        stats, rank_seconds = plain, time.perf_counter() - t0
     retrieval = summarize(stats, len(emb) - 1)
+    without = summarize(plain, len(emb) - 1)
     if retrieval["n_queries"] == 0:
         raise CoveridError("the test split has no work with two versions: nothing to rank")
     i, j, labels = sample_pairs(work_id, int(cfg["n_negatives"]), seed)
@@ -66,8 +78,9 @@ def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
     d = paired(emb[i], emb[j], metric, head)
     verification = verification_metrics(d, labels, threshold)
     per_query = embed_seconds / len(emb) + rank_seconds / max(1, retrieval["n_queries"])
-    merged = {**retrieval, **verification, "seconds_per_query": per_query}
-    return Evaluation({k: merged[k] for k in METRIC_KEYS}, stats, d, labels, metric)
+    merged = {**retrieval, **verification, "seconds_per_query": per_query, "qe_k": k,
+              "qe_alpha": alpha, **{f"{m}_plain": without[m] for m in ("map", "mr1", "p10")}}
+    return Evaluation({m: merged[m] for m in METRIC_KEYS}, stats, plain, d, labels, metric)
 
 
 def write_plots(ev: Evaluation, plot_dir: str | Path = PLOT_DIR) -> list[Path]:
@@ -98,11 +111,16 @@ def write_embeddings(path: str | Path, emb: np.ndarray, work_id: np.ndarray,
 
 
 def compare(model: dict[str, Any], baseline: dict[str, dict[str, Any]],
-            model_on_baseline_queries: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """One row per method: the model, the model on the baselines' queries, each baseline."""
+            model_on_baseline_queries: dict[str, Any] | None = None,
+            plain_on_baseline_queries: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """One row per method: the model, the model on the baselines' queries (also without
+    query expansion when it was used), each baseline."""
     rows = {"model": {k: model[k] for k in COMPARE_KEYS}}
     if model_on_baseline_queries is not None:
         rows["model (baseline queries)"] = {k: model_on_baseline_queries[k] for k in COMPARE_KEYS}
+    if plain_on_baseline_queries is not None:
+        rows["model without query expansion (baseline queries)"] = {
+            k: plain_on_baseline_queries[k] for k in COMPARE_KEYS}
     for method, scores in baseline.items():
         rows[method] = {k: scores.get(k) for k in COMPARE_KEYS}
     return rows
@@ -197,14 +215,19 @@ def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
     t0 = time.perf_counter()
     emb = embedder.embed(test.features, batch_size=int(cfg["batch_size"]))
     embed_seconds = time.perf_counter() - t0
+    expansion = check_expansion(threshold.get("expansion", {}), metric)
     ev = evaluate_embeddings(emb, test.work_id, metric, embedder.head,
                              float(threshold["threshold"]), cfg, int(params["seed"]),
-                             embed_seconds)
+                             embed_seconds, expansion)
     baseline = baseline or {}
     queries = baseline_queries(params, test.work_id, baseline)
-    model_sub = None if queries is None else on_queries(
-        ev.stats, queries, len(emb) - 1, ev.metrics["seconds_per_query"])
-    rows = compare(ev.metrics, baseline, model_sub)
+    model_sub = plain_sub = None
+    if queries is not None:
+        seconds = ev.metrics["seconds_per_query"]
+        model_sub = on_queries(ev.stats, queries, len(emb) - 1, seconds)
+        if expansion[0]:
+            plain_sub = on_queries(ev.stats_plain, queries, len(emb) - 1, seconds)
+    rows = compare(ev.metrics, baseline, model_sub, plain_sub)
     plot_dir = reports / "plots" / "eval"
     write_plots(ev, plot_dir)
     write_embeddings(reports / "eval" / "embeddings.npz", emb, test.work_id, test.perf_id)
@@ -222,7 +245,7 @@ def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
             mlflow.set_tag("coverid.train_run_id", train_run_id)
         _log_to_training_run(train_run_id, ev.metrics)
         log.info("MLflow evaluate run %s", run.info.run_id)
-    log.info("test MAP %.4f MR1 %.2f P@10 %.4f | F1 %.4f at %s <= %.4g",
-             ev.metrics["map"], ev.metrics["mr1"], ev.metrics["p10"], ev.metrics["f1"], metric,
-             ev.metrics["threshold"])
+    log.info("test MAP %.4f (%.4f without query expansion) MR1 %.2f P@10 %.4f | F1 %.4f at "
+             "%s <= %.4g", ev.metrics["map"], ev.metrics["map_plain"], ev.metrics["mr1"],
+             ev.metrics["p10"], ev.metrics["f1"], metric, ev.metrics["threshold"])
     return ev.metrics

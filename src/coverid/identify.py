@@ -267,7 +267,8 @@ def read_threshold_file(path: str | Path) -> dict[str, Any]:
         value = value.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
         raise BadInputError(path, "no numeric 'threshold' value")
-    keep = {k: obj[k] for k in ("objective", "metric", "train_run_id", "params_hash") if k in obj}
+    keep = {k: obj[k] for k in ("objective", "metric", "train_run_id", "params_hash", "expansion")
+            if k in obj}
     return {"value": float(value), "source": str(path), **keep}
 
 

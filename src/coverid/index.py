@@ -8,6 +8,9 @@ Layout of INDEX_DIR:
   embeddings.npy   (N, D) float32 raw embeddings, row i = songs[i] (for exact re-ranking,
                    rebuilding and extending)
   index.faiss      FAISS index over the embeddings mapped to an L2 "candidate space"
+  expanded.npy     (N, D) float32, only with query expansion (meta "expansion": {k, alpha},
+                   from the tuned threshold file): each song expanded with its k nearest
+                   other songs (database-side augmentation, coverid.expansion)
 
 Search is always two steps: the FAISS index proposes candidates in the L2 candidate space,
 then the candidates are re-ranked with the model's own distance (`coverid.distance.pairwise`)
@@ -16,6 +19,10 @@ threshold. The candidate space is the embedding itself (euclidean), the L2-norma
 embedding (cosine), or, for a BCE head 1 - sigmoid(w.|a-b| + bias), the embedding scaled by
 sqrt(max(-w, 0)): L2 there is a proxy for the head's weighted L1, which FAISS cannot index,
 so an exact index re-ranks every song and an approximate one its top `candidates`.
+
+With query expansion the query is first expanded with its k nearest songs, and results are
+ordered by the distance between the expanded query and the expanded songs; the distance
+reported (and compared with the threshold) is still the model's own on the raw embeddings.
 
 Index kinds: `flat` (exact IndexFlatL2) up to `exact_max` songs; beyond it `pqfs` (product
 quantizer with 4-bit fast-scan codes, `pq_dims` dimensions per code) or `hnsw`
@@ -40,6 +47,7 @@ import numpy as np
 from coverid import __version__, io
 from coverid.distance import pairwise
 from coverid.errors import BadInputError, CoveridError
+from coverid.expansion import check_expansion, expand, unit
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,7 @@ FORMAT = 1
 META_FILE = "meta.json"
 EMB_FILE = "embeddings.npy"
 INDEX_FILE = "index.faiss"
+EXPANDED_FILE = "expanded.npy"
 KINDS = ("flat", "pqfs", "hnsw")
 _CHUNK = 16384  # rows of stored embeddings re-ranked at once
 
@@ -113,6 +122,7 @@ class SongIndex:
     songs: SongTable
     embeddings: np.ndarray  # (N, D), memory-mapped when loaded from disk
     faiss_index: Any
+    expanded: np.ndarray | None = None  # (N, D) with query expansion, else None
 
     @property
     def count(self) -> int:
@@ -143,22 +153,31 @@ class SongIndex:
             rows |= self.songs.rows_where("path", str(Path(path).resolve()))
         return rows
 
-    def search(self, queries: np.ndarray, k: int,
-               exclude: list[set[int]] | None = None) -> list[list[Hit]]:
-        """The k nearest songs per query embedding (Q, D), nearest first, `exclude` rows left out."""
+    @property
+    def expansion(self) -> tuple[int, float]:
+        """(k, alpha) of the query expansion; k = 0 when there is none."""
+        e = self.meta.get("expansion") or {}
+        return int(e.get("k", 0)), float(e.get("alpha", 0.0))
+
+    def search(self, queries: np.ndarray, k: int, exclude: list[set[int]] | None = None,
+               expanded: bool = True) -> list[list[Hit]]:
+        """The k nearest songs per query embedding (Q, D), nearest first, `exclude` rows left
+        out; ordered with query expansion when the index has it (and `expanded`)."""
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self.embeddings.shape[1])
         exclude = exclude or [set() for _ in q]
         n = self.count
         if n == 0:
             return [[] for _ in q]
+        qe_k, alpha = self.expansion if expanded and self.expanded is not None else (0, 0.0)
+        rank_q = self.expand_queries(q, qe_k, alpha, exclude) if qe_k else q
         extra = max((len(e) for e in exclude), default=0)
         want = min(n, k + extra)
         if self.kind == "flat":
-            n_cand = want if self.metric != "bce" else n
+            n_cand = want if self.metric != "bce" and not qe_k else n
         else:
             n_cand = min(n, max(want, int(self.meta["index"]["candidates"])))
         if n_cand < n:
-            _, cand = self.faiss_index.search(candidate_space(q, self.metric, self.head), n_cand)
+            _, cand = self.faiss_index.search(candidate_space(rank_q, self.metric, self.head), n_cand)
         else:
             cand = None
         out = []
@@ -167,8 +186,20 @@ class SongIndex:
             if exclude[i]:
                 rows = rows[~np.isin(rows, np.fromiter(exclude[i], dtype=np.int64))]
             dist = self._distances(q[i], rows)
-            order = np.lexsort((rows, dist))[:k]
+            key = dist if not qe_k else pairwise(rank_q[i:i + 1], self.expanded[rows])[0]
+            order = np.lexsort((rows, key))[:k]
             out.append([Hit(int(rows[j]), float(dist[j]), self.songs[rows[j]]) for j in order])
+        return out
+
+    def expand_queries(self, q: np.ndarray, k: int, alpha: float,
+                       exclude: list[set[int]]) -> np.ndarray:
+        """Each query expanded with its k nearest indexed songs (coverid.expansion.expand)."""
+        near = self.search(q, k, exclude, expanded=False)
+        out = unit(q)
+        for i, hits in enumerate(near):
+            vecs = np.asarray(self.embeddings[np.array([h.row for h in hits], dtype=np.int64)])
+            sims = unit(q[i:i + 1]) @ unit(vecs).T
+            out[i] = expand(q[i:i + 1], vecs[None], sims, alpha)[0]
         return out
 
     def _distances(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -281,6 +312,8 @@ def build_index(out_dir: str | Path, embeddings: np.ndarray, songs: list[Song], 
     kind = index_kind(len(songs), icfg)
     log.info("building a %s index of %d songs (%s)", kind, len(songs), distance)
     index = make_faiss(candidate_space(emb, distance, _head_from_json(model.get("head"))), kind, icfg)
+    expansion = (threshold or {}).get("expansion") or {"k": 0, "alpha": 0.0}
+    check_expansion(expansion, distance)
     meta = {
         "format": FORMAT,
         "created_by": f"coverid {__version__}",
@@ -288,10 +321,11 @@ def build_index(out_dir: str | Path, embeddings: np.ndarray, songs: list[Song], 
         "features": features,
         "index": {**_index_settings(kind, len(songs), icfg), "distance": distance},
         "threshold": threshold,
+        "expansion": {"k": int(expansion["k"]), "alpha": float(expansion.get("alpha", 0.0))},
         **(extra or {}),
         "songs": SongTable.from_songs(songs).columns,
     }
-    _write_dir(out_dir, meta, emb, index)
+    _write_dir(out_dir, meta, emb, index, expanded_songs(meta, emb, index))
     return load_index(out_dir)
 
 
@@ -330,8 +364,29 @@ def add_songs(index_dir: str | Path, embeddings: np.ndarray, songs: list[Song], 
         index = make_faiss(candidate_space(emb, old.metric, head), kind, settings)
     meta = {**old.meta, "index": {**_index_settings(kind, len(all_songs), settings), "distance": old.metric},
             "songs": all_songs.columns}
-    _write_dir(old.path, meta, emb, index)
+    # New songs change old songs' neighbours: every song is expanded again.
+    _write_dir(old.path, meta, emb, index, expanded_songs(meta, emb, index))
     return load_index(old.path), [s.perf_id for s in songs if s.perf_id in known]
+
+
+def expanded_songs(meta: dict[str, Any], emb: np.ndarray, index: Any,
+                   batch: int = 1024) -> np.ndarray | None:
+    """Every song expanded with its k nearest other songs (database-side augmentation), or
+    None when the index has no query expansion."""
+    from tqdm import tqdm
+
+    songs = SongIndex(Path("."), meta, SongTable(meta["songs"]), emb, index)
+    k, alpha = songs.expansion
+    if not k:
+        return None
+    configure_search(index, str(meta["index"]["kind"]), meta["index"])
+    out = np.empty(emb.shape, dtype=np.float32)
+    for start in tqdm(range(0, len(emb), batch), desc="query expansion", unit="batch",
+                      disable=len(emb) <= batch):
+        stop = min(start + batch, len(emb))
+        out[start:stop] = songs.expand_queries(emb[start:stop], k, alpha,
+                                               [{r} for r in range(start, stop)])
+    return out
 
 
 def _check_songs(emb: np.ndarray, songs: list[Song], model: dict[str, Any]) -> None:
@@ -408,7 +463,23 @@ def load_index(index_dir: str | Path) -> SongIndex:
         raise BadInputError(faiss_path, f"holds {index.ntotal} vectors of dim {index.d}, "
                                         f"sidecar says {len(songs)} of dim {dim}")
     configure_search(index, str(meta["index"]["kind"]), meta["index"])
-    return SongIndex(index_dir, meta, songs, emb, index)
+    return SongIndex(index_dir, meta, songs, emb, index, _load_expanded(index_dir, meta, emb.shape))
+
+
+def _load_expanded(index_dir: Path, meta: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray | None:
+    """The expanded embeddings when the index has query expansion, else None."""
+    if not int((meta.get("expansion") or {}).get("k", 0)):
+        return None
+    path = index_dir / EXPANDED_FILE
+    try:
+        expanded = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise BadInputError(path, "expanded embeddings missing (the index has query expansion)") from None
+    except (OSError, ValueError) as e:
+        raise BadInputError(path, f"corrupt expanded embeddings ({e})") from None
+    if expanded.shape != shape or expanded.dtype != np.float32:
+        raise BadInputError(path, f"holds {expanded.dtype} {expanded.shape}, expected float32 {shape}")
+    return expanded
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -434,11 +505,14 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _write_dir(target: Path, meta: dict[str, Any], emb: np.ndarray, index: Any) -> None:
-    """Write the three files into a temp dir beside `target`, then swap it in."""
+def _write_dir(target: Path, meta: dict[str, Any], emb: np.ndarray, index: Any,
+               expanded: np.ndarray | None = None) -> None:
+    """Write the files into a temp dir beside `target`, then swap it in."""
     faiss = _faiss()
     with atomic_dir(target) as tmp:
         np.save(tmp / EMB_FILE, emb)
+        if expanded is not None:
+            np.save(tmp / EXPANDED_FILE, expanded)
         faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / META_FILE).write_text(_meta_text(meta))
 

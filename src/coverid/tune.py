@@ -19,6 +19,7 @@ import numpy as np
 from coverid.config import params_hash
 from coverid.distance import paired
 from coverid.errors import CoveridError
+from coverid.expansion import select_expansion
 from coverid.metrics import ThresholdScorer, sample_pairs
 
 log = logging.getLogger(__name__)
@@ -167,14 +168,22 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
                          cfg["storage"], callbacks=[callback])
         for key in ("train_run_id", "params_hash"):
             study.set_user_attr(key, embedder.config.get(key))
+        expansion = select_expansion(emb, work_id, embedder.metric, embedder.head,
+                                     cfg["expansion"])
         result = {**best_threshold(study, scorers, cfg["objective"]), "study_name": name,
                   "storage": cfg["storage"], "n_trials": len(study.trials),
                   "n_pairs": int(len(labels)), "n_positive": int(labels.sum()),
-                  "train_run_id": train_run_id, "mlflow_run_id": run.info.run_id}
+                  "train_run_id": train_run_id, "mlflow_run_id": run.info.run_id,
+                  "expansion": expansion}
         mlflow.log_metrics({"tune_threshold": result["threshold"],
+                            "tune_qe_k": expansion["k"], "tune_qe_alpha": expansion["alpha"],
+                            "tune_val_map": expansion["val_map"],
+                            "tune_val_map_plain": expansion["val_map_plain"],
                             f"tune_{cfg['objective']}": result["objective_value"]})
         mlflow.set_tag("coverid.tune_metric", result["metric"])
         mlflow.log_dict(result, "tune/threshold.json")
-    log.info("threshold %.4f (%s): %s %.4f", result["threshold"], result["metric"],
-             cfg["objective"], result["objective_value"])
+    log.info("threshold %.4f (%s): %s %.4f; query expansion k=%d alpha=%g: val MAP %.4f "
+             "(%.4f without)", result["threshold"], result["metric"], cfg["objective"],
+             result["objective_value"], expansion["k"], expansion["alpha"],
+             expansion["val_map"], expansion["val_map_plain"])
     return result
