@@ -70,3 +70,15 @@ def test_missing_or_wrong_expanded_file_is_one_line_error(tmp_path, data):
     (tmp_path / "i" / EXPANDED_FILE).unlink()
     with pytest.raises(BadInputError, match="expanded embeddings missing"):
         load_index(tmp_path / "i")
+
+
+def test_threshold_file_carries_the_expansion(tmp_path, data):
+    from coverid.identify import read_threshold_file
+
+    path = tmp_path / "threshold.json"
+    path.write_text('{"threshold": 0.5, "metric": "euclidean", "expansion": {"k": 3, "alpha": 0.0}}')
+    threshold = read_threshold_file(path)
+    x, work = data
+    index = build_index(tmp_path / "i", x, songs_of(work), MODEL, {}, ICFG, threshold)
+    assert index.expansion == (3, 0.0)
+    np.testing.assert_allclose(index.expanded, augment(x, 3, 0.0), atol=1e-6)

@@ -204,3 +204,12 @@ def test_move_notes_moves_energy_a_step_or_two_within_short_spans():
     assert set(np.flatnonzero(y[:, moved].max(1) > 0)) <= {0, 1, 2, 10, 11}  # 1-2 steps away
     again = P.move_notes(x, tf.constant([3, 4], tf.int64), 2, 3, 5, True).numpy()
     np.testing.assert_array_equal(y, again)
+
+
+def test_batch_items_counts_the_works_a_batch_can_hold():
+    train = {**TRAIN, "loss": "triplet", "works_per_batch": 10}
+    assert P.batch_items(train) == 30
+    # LABELS has 4 works with versions: sample_pk draws 4 works per batch, not 10.
+    assert P.batch_items(train, LABELS) == 12
+    assert P.batch_items({**train, "singleton_positives": True}, LABELS) == 18
+    assert len(P.sample_pk(LABELS, 1, 10, 3, np.random.default_rng(0))) == 12

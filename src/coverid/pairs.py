@@ -306,10 +306,14 @@ def mode_for(train: dict[str, Any]) -> str:
     return "pairs"
 
 
-def batch_items(train: dict[str, Any]) -> int:
-    """Songs embedded per batch (two per pair; P x K for triplets)."""
+def batch_items(train: dict[str, Any], labels: np.ndarray | None = None) -> int:
+    """Songs embedded per batch (two per pair; P x K for triplets, P at most the number of
+    works in `labels` when given, as `sample_pk` draws)."""
     if mode_for(train) == "pk":
-        return train["works_per_batch"] * train["versions_per_work"]
+        p = train["works_per_batch"]
+        if labels is not None:
+            p = min(p, len(work_groups(labels, bool(train.get("singleton_positives", False)))))
+        return p * train["versions_per_work"]
     return 2 * train["batch_size"]
 
 

@@ -332,7 +332,7 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     state, best_weights = _resume(ckpt if train.get("resume") else None, trainer, key,
                                   TrainState(run_id=run_id))
-    items = batch_items(train)
+    items = batch_items(train, encode_labels(train_fs.work_id))
     every = max(int(train.get("checkpoint_every", 1)), 0) if ckpt is not None else 0
     epochs = range(state.epoch, train["epochs"])
     if len(epochs):
