@@ -79,6 +79,9 @@ def test_compare_rows_and_markdown():
     assert "| model (baseline queries) | 5 | 0.7000 |" in md
     rows = compare(model, base, {**model, "n_queries": 5}, {**model, "map": 0.6, "n_queries": 5})
     assert rows["model without query expansion (baseline queries)"]["map"] == 0.6
+    # The baselines on every query: no subset rows.
+    rows = compare(model, base, None, {**model, "map": 0.6})
+    assert list(rows) == ["model", "model without query expansion", "qmax"]
 
 
 def test_on_queries_subsets_stats():

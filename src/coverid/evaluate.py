@@ -112,15 +112,16 @@ def write_embeddings(path: str | Path, emb: np.ndarray, work_id: np.ndarray,
 
 def compare(model: dict[str, Any], baseline: dict[str, dict[str, Any]],
             model_on_baseline_queries: dict[str, Any] | None = None,
-            plain_on_baseline_queries: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """One row per method: the model, the model on the baselines' queries (also without
-    query expansion when it was used), each baseline."""
+            plain: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """One row per method: the model, the model on the baselines' queries when they are a
+    subset, the model without query expansion (on the same queries) when it was used, each
+    baseline."""
     rows = {"model": {k: model[k] for k in COMPARE_KEYS}}
-    if model_on_baseline_queries is not None:
-        rows["model (baseline queries)"] = {k: model_on_baseline_queries[k] for k in COMPARE_KEYS}
-    if plain_on_baseline_queries is not None:
-        rows["model without query expansion (baseline queries)"] = {
-            k: plain_on_baseline_queries[k] for k in COMPARE_KEYS}
+    subset = " (baseline queries)" if model_on_baseline_queries is not None else ""
+    if subset:
+        rows["model" + subset] = {k: model_on_baseline_queries[k] for k in COMPARE_KEYS}
+    if plain is not None:
+        rows["model without query expansion" + subset] = {k: plain[k] for k in COMPARE_KEYS}
     for method, scores in baseline.items():
         rows[method] = {k: scores.get(k) for k in COMPARE_KEYS}
     return rows
@@ -221,12 +222,13 @@ def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
                              embed_seconds, expansion)
     baseline = baseline or {}
     queries = baseline_queries(params, test.work_id, baseline)
-    model_sub = plain_sub = None
-    if queries is not None:
-        seconds = ev.metrics["seconds_per_query"]
-        model_sub = on_queries(ev.stats, queries, len(emb) - 1, seconds)
-        if expansion[0]:
-            plain_sub = on_queries(ev.stats_plain, queries, len(emb) - 1, seconds)
+    seconds = ev.metrics["seconds_per_query"]
+    subset = queries is not None and len(queries) < ev.metrics["n_queries"]
+    model_sub = on_queries(ev.stats, queries, len(emb) - 1, seconds) if subset else None
+    plain_sub = None
+    if expansion[0]:
+        plain_sub = on_queries(ev.stats_plain, queries if subset else ev.stats_plain["query"],
+                               len(emb) - 1, seconds)
     rows = compare(ev.metrics, baseline, model_sub, plain_sub)
     plot_dir = reports / "plots" / "eval"
     write_plots(ev, plot_dir)
