@@ -5,10 +5,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from coverid.bag import (BagNormalize, NgramCounts, PatchCodes, TimeStretch,  # noqa: E402
-                         init_codebook, spherical_kmeans, windows)
+from coverid.bag import (BagNormalize, KeyRolls, MixRolls, NgramCounts,  # noqa: E402
+                         PatchCodes, TimeStretch, init_codebook, spherical_kmeans, windows)
 from coverid.errors import CoveridError  # noqa: E402
-from coverid.model import DIATONIC, KeyRoll, build_encoder  # noqa: E402
+from coverid.model import DIATONIC, KEY_SIGNATURES, KeyRoll, build_encoder  # noqa: E402
 from coverid.transform import tile_pitch  # noqa: E402
 
 BAG = {"arch": "bag", "bag": {"downsample": 2, "patch": 3, "codes": 4, "sharpness": 20.0,
@@ -83,6 +83,68 @@ def test_key_roll_finds_the_key_signature():
     np.testing.assert_allclose(y[0, :, 0], np.roll(profile, -5))  # rolled to row 0 = tonic
 
 
+def test_key_rolls_take_the_best_signatures_with_softmax_weights():
+    rng = np.random.default_rng(8)
+    x = rng.random((2, 12, 6)).astype(np.float32)
+    x[0, [(d + 5) % 12 for d in DIATONIC]] += 1.0  # song 0 leans to the signature of F
+    rolled, w = KeyRolls(3, 40.0)(x)
+    rolled, w = np.asarray(rolled), np.asarray(w)
+    profile = x.mean(axis=2)
+    scores = (profile / profile.sum(axis=1, keepdims=True)) @ KEY_SIGNATURES
+    best = np.argsort(-scores, axis=1)[:, :3]
+    assert best[0, 0] == 5
+    top = np.take_along_axis(scores, best, axis=1)
+    want_w = np.exp(40 * top) / np.exp(40 * top).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(w, want_w, rtol=1e-4)
+    assert rolled.shape == (6, 12, 6)  # song-major: song 0's three rolls, then song 1's
+    for b in range(2):
+        for r in range(3):
+            np.testing.assert_allclose(rolled[3 * b + r], np.roll(x[b], -best[b, r], axis=0))
+
+
+def test_mix_rolls_is_the_weighted_sum_of_each_songs_rolls():
+    counts = np.arange(12, dtype=np.float32).reshape(4, 3)  # 2 songs x 2 rolls, D = 3
+    w = np.array([[0.75, 0.25], [0.0, 1.0]], dtype=np.float32)
+    got = np.asarray(MixRolls()([counts, w]))
+    np.testing.assert_allclose(got, [0.75 * counts[0] + 0.25 * counts[1], counts[3]])
+
+
+def test_key_rolls_train_on_the_best_roll_unless_asked():
+    """While training the mixed encoder is the hard-rolled one (one roll, weight 1)."""
+    rng = np.random.default_rng(10)
+    x = rng.random((3, 12, 8)).astype(np.float32)
+    rolled, w = KeyRolls(2, 100.0)(x, training=True)
+    np.testing.assert_allclose(np.asarray(rolled), np.asarray(KeyRoll()(x)))
+    np.testing.assert_allclose(np.asarray(w), np.ones((3, 1)))
+    rolled, w = KeyRolls(2, 100.0, in_training=True)(x, training=True)
+    assert np.asarray(rolled).shape == (6, 12, 8) and np.asarray(w).shape == (3, 2)
+
+
+def test_soft_key_rolls_keep_an_ambiguous_key_continuous():
+    """A song on the fence between two signatures a fifth apart: a tiny change that flips the
+    best signature moves the hard-rolled embedding far, the mixed one hardly at all."""
+    rng = np.random.default_rng(9)
+    c_major, g_major = 3, 10  # bin 0 = A
+    sets = [{(t + d) % 12 for d in DIATONIC} for t in (c_major, g_major)]
+    shared, f, f_sharp = sorted(sets[0] & sets[1]), (sets[0] - sets[1]).pop(), (sets[1] - sets[0]).pop()
+    base = np.zeros((12, 40), dtype=np.float32)
+    base[shared] = rng.random((len(shared), 40))  # the notes both keys share, moving
+    base[[f, f_sharp]] = 0.5  # the one note each key has alone, equally strong
+    nudged = [base.copy(), base.copy()]
+    nudged[0][f] += 0.01
+    nudged[1][f_sharp] += 0.01
+    x = np.stack([tile_pitch(v) for v in nudged])
+    hard = build_encoder(BAG, (23, 40))
+    soft = build_encoder({**BAG, "bag": {**BAG["bag"], "key_rolls": 2, "key_sharpness": 30.0}},
+                         (23, 40))
+    soft.get_layer("patch_codes").codebook.assign(hard.get_layer("patch_codes").codebook)
+    shifts = np.argmax(x[:, :12].mean(axis=2) @ KEY_SIGNATURES, axis=1)
+    assert list(shifts) == [c_major, g_major]  # each nudge picks the other signature
+    e_hard, e_soft = np.asarray(hard(x)), np.asarray(soft(x))
+    far, near = np.linalg.norm(e_hard[0] - e_hard[1]), np.linalg.norm(e_soft[0] - e_soft[1])
+    assert far > 0.3 and near < 0.1 * far
+
+
 def test_bag_encoder_is_transposition_invariant_and_length_free():
     rng = np.random.default_rng(2)
     enc = build_encoder(BAG, (23, 40))
@@ -127,11 +189,25 @@ def test_init_codebook_puts_training_windows_on_codes():
     assert (np.max(wins @ unit, axis=0) > 0.8).all()
 
 
+def test_init_codebook_with_key_rolls_uses_each_songs_best_roll():
+    """Mixing rolls does not change the k-means start: the other rolls are wrong-key copies."""
+    rng = np.random.default_rng(11)
+    feats = rng.random((6, 12, 30)).astype(np.float32)
+    hard = build_encoder(BAG, (12, 30))
+    soft = build_encoder({**BAG, "bag": {**BAG["bag"], "key_rolls": 3}}, (12, 30))
+    for enc in (hard, soft):
+        init_codebook(enc, feats, iters=5, seed=0)
+    np.testing.assert_allclose(np.array(soft.get_layer("patch_codes").codebook),
+                               np.array(hard.get_layer("patch_codes").codebook), rtol=1e-5)
+
+
 def test_bad_bag_params():
     with pytest.raises(CoveridError, match="tempo_factors"):
         build_encoder({**BAG, "bag": {**BAG["bag"], "tempo_factors": []}}, (23, 30))
     with pytest.raises(CoveridError, match="lags"):
         build_encoder({**BAG, "bag": {**BAG["bag"], "lags": [0]}}, (23, 30))
+    with pytest.raises(CoveridError, match="key_rolls must be in 1..12"):
+        build_encoder({**BAG, "bag": {**BAG["bag"], "key_rolls": 0}}, (23, 30))
     with pytest.raises(CoveridError, match=r"spect_len >= 14"):
         build_encoder(BAG, (23, 12))
     # 14 frames -> 7 -> 6 at factor 0.9: 4 windows of 3, so bigrams at lag 2 exist
@@ -141,7 +217,8 @@ def test_bad_bag_params():
         build_encoder({**BAG, "bag": {**BAG["bag"], "lags": [], "unigrams": False}}, (23, 30))
 
 
-def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path):
+@pytest.mark.parametrize("rolls", [1, 2])
+def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path, rolls):
     """The loader registers the bag layers itself (a new process has not imported coverid.bag)."""
     import subprocess
     import sys
@@ -149,7 +226,7 @@ def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path):
     from coverid.embedder import save_embedder
 
     rng = np.random.default_rng(6)
-    enc = build_encoder(BAG, (23, 30))
+    enc = build_encoder({**BAG, "bag": {**BAG["bag"], "key_rolls": rolls}}, (23, 30))
     init_codebook(enc, rng.random((4, 23, 30)).astype(np.float32), iters=3, seed=0)
     x = rng.random((3, 23, 30)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

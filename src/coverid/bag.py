@@ -1,13 +1,18 @@
 """The `bag` encoder: a song as a bag of local chroma patterns and of their ordered pairs.
 
 Each song is rolled to its key signature (`KeyRoll`), averaged to a coarse frame rate and
-resampled at a few tempo factors. Every window of `patch` frames is soft-assigned to a
-codebook of K patterns by cosine similarity (a convolution and a softmax over the codes).
-The embedding holds how often each pattern occurs (unigrams) and how often pattern j follows
-pattern i `lag` frames later (bigrams, K x K per lag), power- and L2-normalised, so that two
-songs are close when they share many patterns in the same order. The codebook starts as the
-spherical k-means centroids of the training songs' windows (`init_codebook`) and is then
-trained with the chosen loss like any other encoder.
+resampled at a few tempo factors. With `key_rolls` n > 1 it is rolled to its n best key
+signatures instead (`KeyRolls`) and the counts are mixed with softmax(key_sharpness x score)
+weights (`MixRolls`): a song whose key signature is ambiguous (a fifth apart, 6 of 7 notes
+shared) counts under both, so a version whose estimate falls on the other side still matches.
+Training uses the best roll alone unless `key_rolls_train` (twice the cost, no gain measured).
+Every window of `patch` frames is soft-assigned to a codebook of K patterns by cosine
+similarity (a convolution and a softmax over the codes). The embedding holds how often each
+pattern occurs (unigrams) and how often pattern j follows pattern i `lag` frames later
+(bigrams, K x K per lag), power- and L2-normalised, so that two songs are close when they
+share many patterns in the same order. The codebook starts as the spherical k-means
+centroids of the training songs' windows (`init_codebook`) and is then trained with the
+chosen loss like any other encoder.
 """
 
 from __future__ import annotations
@@ -49,6 +54,52 @@ class TimeStretch(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class KeyRolls(layers.Layer):
+    """(B, 12, L) -> ((B n, 12, L) the song rolled to each of its n best key signatures,
+    (B, n) softmax(sharpness x score) weights), score = the sum-normalised mean chroma in
+    the signature's diatonic set. While training n = 1 unless `in_training` (the best roll,
+    weight 1: what `KeyRoll` gives)."""
+
+    def __init__(self, n: int, sharpness: float, in_training: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.n, self.sharpness, self.in_training = int(n), float(sharpness), bool(in_training)
+
+    def call(self, x, training=False):
+        from coverid.model import KEY_SIGNATURES
+
+        n = self.n if self.in_training or not training else 1
+        profile = ops.mean(x, axis=2)
+        profile = profile / (ops.sum(profile, axis=1, keepdims=True) + EPS)
+        scores, shifts = ops.top_k(ops.matmul(profile, ops.cast(KEY_SIGNATURES, x.dtype)), n)
+        rows = (ops.arange(PITCH)[None, None, :] + ops.cast(shifts, "int32")[:, :, None]) % PITCH
+        rolled = ops.take_along_axis(x[:, None], rows[:, :, :, None], axis=2)
+        rolled = ops.reshape(rolled, (-1, PITCH, ops.shape(x)[2]))
+        weights = ops.softmax(self.sharpness * scores, axis=1) if n > 1 else ops.ones_like(scores)
+        return rolled, weights
+
+    def compute_output_shape(self, shape):
+        return (None, PITCH, shape[2]), (shape[0], self.n)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "n": self.n, "sharpness": self.sharpness,
+                "in_training": self.in_training}
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class MixRolls(layers.Layer):
+    """((B n, D) counts, (B, n) weights) -> (B, D): the weighted sum over each song's rolls."""
+
+    def call(self, inputs):
+        counts, weights = inputs
+        n = ops.shape(weights)[1]
+        counts = ops.reshape(counts, (-1, n, counts.shape[-1]))
+        return ops.sum(counts * ops.cast(weights, counts.dtype)[:, :, None], axis=1)
+
+    def compute_output_shape(self, shapes):
+        return (shapes[1][0], shapes[0][-1])
 
 
 @keras.saving.register_keras_serializable(package="coverid")
@@ -139,13 +190,18 @@ class BagNormalize(layers.Layer):
 
 def bag_encoder(input_shape: tuple[int, int | None], codes: int, patch: int, sharpness: float,
                 lags: list[int], tempo_factors: list[float], downsample: int,
-                unigrams: bool = True, weighted: bool = False) -> keras.Model:
+                unigrams: bool = True, weighted: bool = False, key_rolls: int = 1,
+                key_sharpness: float = 100.0, key_rolls_train: bool = False) -> keras.Model:
     """Input (F, L) -> bag-of-patterns embedding of size K ([1 +] K len(lags))."""
     from coverid.model import KeyRoll, untiled
 
     n_rows = input_shape[0]
     inp = keras.Input(shape=(n_rows, None), name="features")
-    x = KeyRoll(name="key_roll")(untiled(inp, n_rows))
+    if key_rolls > 1:
+        x, roll_weights = KeyRolls(key_rolls, key_sharpness, key_rolls_train,
+                                   name="key_rolls")(untiled(inp, n_rows))
+    else:
+        x = KeyRoll(name="key_roll")(untiled(inp, n_rows))
     x = layers.Permute((2, 1), name="time_major")(x)
     if downsample > 1:
         x = layers.AveragePooling1D(downsample, padding="same", name="downsample")(x)
@@ -156,6 +212,8 @@ def bag_encoder(input_shape: tuple[int, int | None], codes: int, patch: int, sha
     stretched = [TimeStretch(f, name=f"stretch{i}")(x) for i, f in enumerate(tempo_factors)]
     counts = [counter(coder(s)) for s in stretched]
     total = counts[0] if len(counts) == 1 else layers.Add(name="scales")(counts)
+    if key_rolls > 1:
+        total = MixRolls(name="mix_rolls")([total, roll_weights])
     sizes = [codes] * unigrams + [codes * codes] * len(lags)
     out = BagNormalize(sizes, weighted, dtype="float32", name="embedding")(total)
     return keras.Model(inp, out, name="bag_encoder")
@@ -165,6 +223,8 @@ def build_bag(cfg: dict[str, Any], input_shape: tuple[int, int | None]) -> keras
     """The bag encoder from `model.bag`."""
     if not cfg["tempo_factors"]:
         raise CoveridError("model.bag.tempo_factors needs at least one factor")
+    if int(cfg.get("key_rolls", 1)) not in range(1, PITCH + 1):
+        raise CoveridError(f"model.bag.key_rolls must be in 1..{PITCH}, got {cfg['key_rolls']}")
     if any(int(v) < 1 for v in cfg["lags"]):
         raise CoveridError(f"model.bag.lags must be >= 1, got {cfg['lags']}")
     length = input_shape[1]
@@ -173,7 +233,9 @@ def build_bag(cfg: dict[str, Any], input_shape: tuple[int, int | None]) -> keras
                            f"(model.bag patch, lags, tempo_factors, downsample), got {length}")
     return bag_encoder(input_shape, cfg["codes"], cfg["patch"], cfg["sharpness"], list(cfg["lags"]),
                        [float(v) for v in cfg["tempo_factors"]], int(cfg["downsample"]),
-                       bool(cfg.get("unigrams", True)), bool(cfg.get("weighted", False)))
+                       bool(cfg.get("unigrams", True)), bool(cfg.get("weighted", False)),
+                       int(cfg.get("key_rolls", 1)), float(cfg.get("key_sharpness", 100.0)),
+                       bool(cfg.get("key_rolls_train", False)))
 
 
 def min_length_bag(cfg: dict[str, Any]) -> int:
@@ -219,7 +281,9 @@ def init_codebook(encoder: keras.Model, features: np.ndarray, iters: int, seed: 
     front = keras.Model(encoder.input, stretch)
     seqs = front.predict(features, batch_size=batch_size, verbose=0)
     seqs = seqs if isinstance(seqs, list) else [seqs]
-    x = np.concatenate([windows(s, coder.patch) for scale in seqs for s in scale])
+    rolls = encoder.get_layer("key_rolls").n if "key_rolls" in [la.name for la in encoder.layers] else 1
+    # each song's best roll only: its other rolls are the same windows under a wrong key
+    x = np.concatenate([windows(s, coder.patch) for scale in seqs for s in scale[::rolls]])
     c = spherical_kmeans(x.astype(np.float32), coder.codes, iters, seed)
     channels = x.shape[1] // coder.patch
     coder.codebook.assign(c.reshape(coder.codes, coder.patch, channels).transpose(1, 2, 0))

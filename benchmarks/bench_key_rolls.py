@@ -1,0 +1,87 @@
+"""Benchmark: soft key rolls (`model.bag.key_rolls`, `key_sharpness`) at inference time.
+
+The trained bag encoder's weights are copied into encoders that roll each song to its best key
+signature only (key_rolls 1) or to its n best with softmax(sharpness x score) mixing weights,
+and each is measured on the validation and test splits: MAP and MR1, plain and with the tuned
+query expansion (reports/threshold.json). Songs whose key signature is ambiguous (two
+signatures a fifth apart share 6 of 7 notes) are the ones the hard roll loses. Needs a trained
+model (`dvc repro train`); writes reports/bench/key_rolls.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coverid import paths
+from coverid.config import load_params
+from coverid.io import write_json
+
+OUT = Path("reports/bench/key_rolls.json")
+
+
+def with_rolls(trained: Any, model_cfg: dict[str, Any], rolls: int, sharpness: float) -> Any:
+    """A copy of the trained bag encoder that mixes `rolls` key signatures at inference."""
+    from coverid.model import build_encoder
+
+    cfg = {**model_cfg, "bag": {**model_cfg["bag"], "key_rolls": rolls,
+                                "key_sharpness": sharpness}}
+    enc = build_encoder(cfg, tuple(trained.input_shape[1:]))
+    for layer in trained.layers:
+        if layer.weights:
+            enc.get_layer(layer.name).set_weights(layer.get_weights())
+    return enc
+
+
+def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[str, float]:
+    """MAP and MR1, plain and with query expansion (k, alpha)."""
+    from coverid.expansion import augment
+    from coverid.metrics import retrieval_metrics_from_embeddings
+
+    plain = retrieval_metrics_from_embeddings(emb, work_id)
+    out = {"map": plain["map"], "mr1": plain["mr1"]}
+    if k:
+        qe = retrieval_metrics_from_embeddings(augment(emb, k, alpha), work_id)
+        out.update(map_qe=qe["map"], mr1_qe=qe["mr1"])
+    return out
+
+
+def main() -> None:
+    """Print and record validation and test retrieval for each key-roll setting."""
+    from coverid.embedder import Embedder, load_embedder
+    from coverid.splits import load_split
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rolls", type=int, default=2, help="key signatures mixed (n > 1)")
+    ap.add_argument("--sharpness", type=float, nargs="+", default=[50, 100, 200, 500, 1000])
+    args = ap.parse_args()
+    params = load_params()
+    if params["model"]["arch"] != "bag":
+        raise SystemExit("bench_key_rolls: needs model.arch: bag")
+    tuned = json.loads((paths.REPORTS / "threshold.json").read_text()).get("expansion", {})
+    k, alpha = int(tuned.get("k", 0)), float(tuned.get("alpha", 0.0))
+    trained = load_embedder(paths.MODEL_DIR)
+    splits = {name: load_split(params, name) for name in ("val", "test")}
+    settings = [(1, 0.0)] + [(args.rolls, s) for s in args.sharpness]
+    rows: list[dict[str, Any]] = []
+    for rolls, sharpness in settings:
+        enc = with_rolls(trained.encoder, params["model"], rolls, sharpness)
+        emb = Embedder(enc, trained.config)
+        row: dict[str, Any] = {"key_rolls": rolls, "key_sharpness": sharpness}
+        for name, fs in splits.items():
+            row[name] = measure(emb.embed(fs.features), fs.work_id, k, alpha)
+        rows.append(row)
+        v, t = row["val"], row["test"]
+        print(f"rolls {rolls} sharpness {sharpness:6g}: val MAP {v['map']:.4f} MR1 {v['mr1']:.2f}"
+              f" (QE {v.get('map_qe', float('nan')):.4f})  test MAP {t['map']:.4f} "
+              f"MR1 {t['mr1']:.2f} (QE {t.get('map_qe', float('nan')):.4f} "
+              f"MR1 {t.get('mr1_qe', float('nan')):.2f})")
+    write_json(OUT, {"expansion": {"k": k, "alpha": alpha}, "settings": rows})
+
+
+if __name__ == "__main__":
+    main()
