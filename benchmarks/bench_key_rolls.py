@@ -3,9 +3,10 @@
 The trained bag encoder's weights are copied into encoders that roll each song to its best key
 signature only (key_rolls 1) or to its n best with softmax(sharpness x score) mixing weights,
 and each is measured on the validation and test splits: MAP and MR1, plain and with the tuned
-query expansion (reports/threshold.json). Songs whose key signature is ambiguous (two
-signatures a fifth apart share 6 of 7 notes) are the ones the hard roll loses. Needs a trained
-model (`dvc repro train`); writes reports/bench/key_rolls.json.
+query expansion (reports/threshold.json), each MAP with its standard error bootstrapped over
+works (the queries of one work are not independent). Songs whose key signature is ambiguous
+(two signatures a fifth apart share 6 of 7 notes) are the ones the hard roll loses. Needs a
+trained model (`dvc repro train`); writes reports/bench/key_rolls.json.
 """
 
 from __future__ import annotations
@@ -37,16 +38,27 @@ def with_rolls(trained: Any, model_cfg: dict[str, Any], rolls: int, sharpness: f
     return enc
 
 
-def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[str, float]:
-    """MAP and MR1, plain and with query expansion (k, alpha)."""
-    from coverid.expansion import augment
-    from coverid.metrics import retrieval_metrics_from_embeddings
+def work_bootstrap_se(ap: np.ndarray, query_work: np.ndarray, n_boot: int = 2000,
+                      seed: int = 0) -> float:
+    """Standard error of MAP when the works (not the queries, which share a work) are resampled."""
+    works = np.unique(query_work)
+    per_work = np.array([ap[query_work == w].mean() for w in works])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(works), (n_boot, len(works)))
+    return float(per_work[picks].mean(axis=1).std())
 
-    plain = retrieval_metrics_from_embeddings(emb, work_id)
-    out = {"map": plain["map"], "mr1": plain["mr1"]}
-    if k:
-        qe = retrieval_metrics_from_embeddings(augment(emb, k, alpha), work_id)
-        out.update(map_qe=qe["map"], mr1_qe=qe["mr1"])
+
+def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[str, float]:
+    """MAP (with its work-bootstrap standard error) and MR1, plain and with query expansion."""
+    from coverid.expansion import augment
+    from coverid.metrics import query_stats_from_embeddings
+
+    out: dict[str, float] = {}
+    for suffix, e in [("", emb)] + ([("_qe", augment(emb, k, alpha))] if k else []):
+        stats = query_stats_from_embeddings(e, work_id)
+        out[f"map{suffix}"] = float(stats["ap"].mean())
+        out[f"map{suffix}_se"] = work_bootstrap_se(stats["ap"], np.asarray(work_id)[stats["query"]])
+        out[f"mr1{suffix}"] = float(stats["rank1"].mean())
     return out
 
 
@@ -78,8 +90,8 @@ def main() -> None:
         v, t = row["val"], row["test"]
         print(f"rolls {rolls} sharpness {sharpness:6g}: val MAP {v['map']:.4f} MR1 {v['mr1']:.2f}"
               f" (QE {v.get('map_qe', float('nan')):.4f})  test MAP {t['map']:.4f} "
-              f"MR1 {t['mr1']:.2f} (QE {t.get('map_qe', float('nan')):.4f} "
-              f"MR1 {t.get('mr1_qe', float('nan')):.2f})")
+              f"+- {t['map_se']:.3f} MR1 {t['mr1']:.2f} (QE {t.get('map_qe', float('nan')):.4f} "
+              f"+- {t.get('map_qe_se', float('nan')):.3f} MR1 {t.get('mr1_qe', float('nan')):.2f})")
     write_json(OUT, {"expansion": {"k": k, "alpha": alpha}, "settings": rows})
 
 

@@ -126,7 +126,8 @@ def test_soft_key_rolls_keep_an_ambiguous_key_continuous():
     rng = np.random.default_rng(9)
     c_major, g_major = 3, 10  # bin 0 = A
     sets = [{(t + d) % 12 for d in DIATONIC} for t in (c_major, g_major)]
-    shared, f, f_sharp = sorted(sets[0] & sets[1]), (sets[0] - sets[1]).pop(), (sets[1] - sets[0]).pop()
+    shared = sorted(sets[0] & sets[1])
+    f, f_sharp = (sets[0] - sets[1]).pop(), (sets[1] - sets[0]).pop()
     base = np.zeros((12, 40), dtype=np.float32)
     base[shared] = rng.random((len(shared), 40))  # the notes both keys share, moving
     base[[f, f_sharp]] = 0.5  # the one note each key has alone, equally strong

@@ -68,14 +68,10 @@ class KeyRolls(layers.Layer):
         self.n, self.sharpness, self.in_training = int(n), float(sharpness), bool(in_training)
 
     def call(self, x, training=False):
-        from coverid.model import KEY_SIGNATURES
+        from coverid.model import roll_to_signatures
 
         n = self.n if self.in_training or not training else 1
-        profile = ops.mean(x, axis=2)
-        profile = profile / (ops.sum(profile, axis=1, keepdims=True) + EPS)
-        scores, shifts = ops.top_k(ops.matmul(profile, ops.cast(KEY_SIGNATURES, x.dtype)), n)
-        rows = (ops.arange(PITCH)[None, None, :] + ops.cast(shifts, "int32")[:, :, None]) % PITCH
-        rolled = ops.take_along_axis(x[:, None], rows[:, :, :, None], axis=2)
+        scores, rolled = roll_to_signatures(x, n)
         rolled = ops.reshape(rolled, (-1, PITCH, ops.shape(x)[2]))
         weights = ops.softmax(self.sharpness * scores, axis=1) if n > 1 else ops.ones_like(scores)
         return rolled, weights
@@ -223,8 +219,9 @@ def build_bag(cfg: dict[str, Any], input_shape: tuple[int, int | None]) -> keras
     """The bag encoder from `model.bag`."""
     if not cfg["tempo_factors"]:
         raise CoveridError("model.bag.tempo_factors needs at least one factor")
-    if int(cfg.get("key_rolls", 1)) not in range(1, PITCH + 1):
-        raise CoveridError(f"model.bag.key_rolls must be in 1..{PITCH}, got {cfg['key_rolls']}")
+    rolls = int(cfg.get("key_rolls", 1))
+    if rolls not in range(1, PITCH + 1):
+        raise CoveridError(f"model.bag.key_rolls must be in 1..{PITCH}, got {rolls}")
     if any(int(v) < 1 for v in cfg["lags"]):
         raise CoveridError(f"model.bag.lags must be >= 1, got {cfg['lags']}")
     length = input_shape[1]
@@ -234,7 +231,7 @@ def build_bag(cfg: dict[str, Any], input_shape: tuple[int, int | None]) -> keras
     return bag_encoder(input_shape, cfg["codes"], cfg["patch"], cfg["sharpness"], list(cfg["lags"]),
                        [float(v) for v in cfg["tempo_factors"]], int(cfg["downsample"]),
                        bool(cfg.get("unigrams", True)), bool(cfg.get("weighted", False)),
-                       int(cfg.get("key_rolls", 1)), float(cfg.get("key_sharpness", 100.0)),
+                       rolls, float(cfg.get("key_sharpness", 100.0)),
                        bool(cfg.get("key_rolls_train", False)))
 
 
@@ -281,7 +278,7 @@ def init_codebook(encoder: keras.Model, features: np.ndarray, iters: int, seed: 
     front = keras.Model(encoder.input, stretch)
     seqs = front.predict(features, batch_size=batch_size, verbose=0)
     seqs = seqs if isinstance(seqs, list) else [seqs]
-    rolls = encoder.get_layer("key_rolls").n if "key_rolls" in [la.name for la in encoder.layers] else 1
+    rolls = len(seqs[0]) // len(features)  # key signatures per song, best first
     # each song's best roll only: its other rolls are the same windows under a wrong key
     x = np.concatenate([windows(s, coder.patch) for scale in seqs for s in scale[::rolls]])
     c = spherical_kmeans(x.astype(np.float32), coder.codes, iters, seed)

@@ -25,6 +25,7 @@ POOLINGS = ("attention", "mean", "max")
 PITCH_POOLS = ("early", "late", "gram", "key")
 DIATONIC = (0, 2, 4, 5, 7, 9, 11)  # a major scale: the 7 pitch classes of a key signature
 # column s: the diatonic set with tonic s (pitch class x tonic indicator)
+PROFILE_EPS = 1e-6  # a silent song's chroma profile divides by this instead of 0
 KEY_SIGNATURES = np.stack([np.isin(np.arange(PITCH), (np.array(DIATONIC) + s) % PITCH)
                            for s in range(PITCH)], axis=1).astype("float32")
 
@@ -40,6 +41,17 @@ class PitchTile(layers.Layer):
         return (shape[0], 2 * PITCH - 1, shape[2])
 
 
+def roll_to_signatures(x, n: int):
+    """(B, 12, L) -> ((B, n) scores of the song's n best key signatures, best first: the share
+    of its mean chroma inside each diatonic set; (B, n, 12, L) the song rolled to each, the
+    signature's tonic on row 0)."""
+    profile = ops.mean(x, axis=2)
+    profile = profile / (ops.sum(profile, axis=1, keepdims=True) + PROFILE_EPS)
+    scores, shifts = ops.top_k(ops.matmul(profile, ops.cast(KEY_SIGNATURES, x.dtype)), n)
+    rows = (ops.arange(PITCH)[None, None, :] + ops.cast(shifts, "int32")[:, :, None]) % PITCH
+    return scores, ops.take_along_axis(x[:, None], rows[:, :, :, None], axis=2)
+
+
 @keras.saving.register_keras_serializable(package="coverid")
 class KeyRoll(layers.Layer):
     """(B, 12, L) -> (B, 12, L) rolled so that row 0 is the estimated key signature's tonic.
@@ -51,10 +63,7 @@ class KeyRoll(layers.Layer):
     """
 
     def call(self, x):
-        profile = ops.mean(x, axis=2)
-        shift = ops.argmax(ops.matmul(profile, ops.cast(KEY_SIGNATURES, x.dtype)), axis=1)
-        rows = (ops.arange(PITCH)[None, :] + ops.cast(shift, "int32")[:, None]) % PITCH
-        return ops.take_along_axis(x, rows[:, :, None], axis=1)
+        return roll_to_signatures(x, 1)[1][:, 0]
 
     def compute_output_shape(self, shape):
         return shape
