@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.errors import CoveridError
-from coverid.io import write_json
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.core.errors import CoveridError
+from coverid.core.io import write_json
 
 OUT = Path("reports/bench/compare.json")
 
@@ -33,10 +33,10 @@ def from_reports() -> dict[str, dict[str, Any]]:
 
 def recompute(params: dict[str, Any], n_queries: int, methods: list[str]) -> dict[str, Any]:
     """Time the model and the baselines on the test split of the processed features."""
-    from coverid.baselines import distance_rows, select_queries, to_chroma
-    from coverid.embedder import load_embedder
-    from coverid.splits import load_split
-    from coverid.metrics import query_stats_from_embeddings, summarize
+    from coverid.eval.baselines import distance_rows, select_queries, to_chroma
+    from coverid.model.embedder import load_embedder
+    from coverid.data.splits import load_split
+    from coverid.eval.metrics import query_stats_from_embeddings, summarize
 
     test = load_split(params, "test")
     embedder = load_embedder(paths.MODEL_DIR)

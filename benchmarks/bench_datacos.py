@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 import psutil
 
-from coverid.config import load_params
-from coverid.io import write_json
+from coverid.core.config import load_params
+from coverid.core.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S, TARGET_GB = 180.0, 4.0
@@ -63,7 +63,7 @@ CHILD = """
 import json, resource, sys, logging
 logging.basicConfig(level=logging.WARNING)
 from coverid.data.datacos import preprocess_dir
-from coverid.skips import SkipLog
+from coverid.core.skips import SkipLog
 pcfg = json.loads(sys.argv[3]); skips = SkipLog()
 preprocess_dir(sys.argv[1], sys.argv[2], ["crema"], pcfg, skips)
 cpu = sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage,

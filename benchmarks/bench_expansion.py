@@ -1,4 +1,4 @@
-"""Benchmark: what query expansion (database-side augmentation + alpha-QE, coverid.expansion)
+"""Benchmark: what query expansion (database-side augmentation + alpha-QE, coverid.eval.expansion)
 adds to the model, and what the same expansion adds to Qmax, on the test split.
 
 Qmax gives distances, not vectors, so it is expanded in similarity space, which is exactly
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.io import write_json
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.core.io import write_json
 
 OUT = Path("reports/bench/expansion.json")
 
@@ -40,7 +40,7 @@ def expand_similarity(s: np.ndarray, k: int) -> np.ndarray:
 
 def scores(dist: np.ndarray, work_id: np.ndarray, queries: np.ndarray) -> dict[str, float]:
     """MAP on all queries and on the baseline's queries, from a full distance matrix."""
-    from coverid.metrics import query_stats
+    from coverid.eval.metrics import query_stats
 
     every = query_stats(dist, work_id)
     sub = np.isin(every["query"], queries)
@@ -50,11 +50,11 @@ def scores(dist: np.ndarray, work_id: np.ndarray, queries: np.ndarray) -> dict[s
 
 def main() -> None:
     """Print and record MAP with and without expansion for the model and for Qmax."""
-    from coverid.baselines import distance_rows, select_queries, to_chroma
-    from coverid.distance import pairwise
-    from coverid.embedder import load_embedder
-    from coverid.expansion import augment
-    from coverid.splits import load_split
+    from coverid.eval.baselines import distance_rows, select_queries, to_chroma
+    from coverid.eval.distance import pairwise
+    from coverid.model.embedder import load_embedder
+    from coverid.eval.expansion import augment
+    from coverid.data.splits import load_split
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--k", type=int, default=None, help="neighbours (default: the tuned k)")

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from coverid.config import load_params
-from coverid.io import write_json
+from coverid.core.config import load_params
+from coverid.core.io import write_json
 
 OUT = Path("reports/bench/index.json")
 DIM = 512
@@ -114,13 +114,13 @@ def synth_song(path: Path, seconds: float, sr: int = 44100, seed: int = 0) -> No
 def bench_identify(params: dict[str, Any], n_index: int, work: Path) -> dict[str, Any]:
     """Time identify for one 4-minute song against `n_index` random embeddings."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from coverid import identify as ident
-    from coverid.config import params_hash
-    from coverid.embedder import save_embedder
-    from coverid.features import compute_feature, load_audio
-    from coverid.index import Song, build_index, load_index
-    from coverid.model import build_encoder
-    from coverid.transform import to_model_input
+    from coverid.search import identify as ident
+    from coverid.core.config import params_hash
+    from coverid.model.embedder import save_embedder
+    from coverid.features.extract import compute_feature, load_audio
+    from coverid.search.index import Song, build_index, load_index
+    from coverid.model.encoders import build_encoder
+    from coverid.features.transform import to_model_input
 
     pre = params["preprocess"]
     song = work / "song.wav"
@@ -266,7 +266,7 @@ def bench_pilot(n: int, nq: int, data: str) -> dict[str, Any]:
 
 def bench_ann(n: int, nq: int, data: str, icfg: dict[str, Any], work: Path) -> dict[str, Any]:
     """build_index / load_index / SongIndex.search on `n` vectors, candidates sweep."""
-    from coverid.index import Song, build_index, load_index
+    from coverid.search.index import Song, build_index, load_index
 
     rss0 = rss_gb()
     t0 = time.perf_counter()

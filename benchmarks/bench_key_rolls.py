@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.io import write_json
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.core.io import write_json
 
 OUT = Path("reports/bench/key_rolls.json")
 
 
 def with_rolls(trained: Any, model_cfg: dict[str, Any], rolls: int, sharpness: float) -> Any:
     """A copy of the trained bag encoder that mixes `rolls` key signatures at inference."""
-    from coverid.model import build_encoder
+    from coverid.model.encoders import build_encoder
 
     cfg = {**model_cfg, "bag": {**model_cfg["bag"], "key_rolls": rolls,
                                 "key_sharpness": sharpness}}
@@ -50,8 +50,8 @@ def work_bootstrap_se(ap: np.ndarray, query_work: np.ndarray, n_boot: int = 2000
 
 def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[str, float]:
     """MAP (with its work-bootstrap standard error) and MR1, plain and with query expansion."""
-    from coverid.expansion import augment
-    from coverid.metrics import query_stats_from_embeddings
+    from coverid.eval.expansion import augment
+    from coverid.eval.metrics import query_stats_from_embeddings
 
     out: dict[str, float] = {}
     for suffix, e in [("", emb)] + ([("_qe", augment(emb, k, alpha))] if k else []):
@@ -64,8 +64,8 @@ def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[
 
 def main() -> None:
     """Print and record validation and test retrieval for each key-roll setting."""
-    from coverid.embedder import Embedder, load_embedder
-    from coverid.splits import load_split
+    from coverid.model.embedder import Embedder, load_embedder
+    from coverid.data.splits import load_split
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rolls", type=int, default=2, help="key signatures mixed (n > 1)")

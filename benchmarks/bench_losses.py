@@ -18,9 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from coverid import paths  # noqa: E402
-from coverid.config import load_params  # noqa: E402
-from coverid.io import write_json  # noqa: E402
+from coverid.core import paths  # noqa: E402
+from coverid.core.config import load_params  # noqa: E402
+from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/losses.json")
 LOSSES = ("contrastive", "bce", "triplet")
@@ -30,11 +30,11 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
                    queries: np.ndarray | None) -> dict:
     """Train with `loss` and training seed `seed`; test MAP on all queries and on `queries`,
     without and with the query expansion picked on val as the tune stage does."""
-    from coverid.embedder import Embedder, metric_for
-    from coverid.evaluate import on_queries
-    from coverid.expansion import augment, select_expansion
-    from coverid.metrics import query_stats_from_embeddings, summarize
-    from coverid.train import fit
+    from coverid.model.embedder import Embedder, metric_for
+    from coverid.eval.evaluate import on_queries
+    from coverid.eval.expansion import augment, select_expansion
+    from coverid.eval.metrics import query_stats_from_embeddings, summarize
+    from coverid.train.fit import fit
 
     p = copy.deepcopy(params)
     p["train"]["loss"], p["seed"] = loss, seed
@@ -57,10 +57,10 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
 
 def main() -> None:
     """Print and record each loss's test MAP next to the baselines'."""
-    from coverid.evaluate import baseline_queries, read_report
-    from coverid.splits import read_splits, split_mask
-    from coverid.store import read_features
-    from coverid.train import split_sets
+    from coverid.eval.evaluate import baseline_queries, read_report
+    from coverid.data.splits import read_splits, split_mask
+    from coverid.data.store import read_features
+    from coverid.train.fit import split_sets
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)

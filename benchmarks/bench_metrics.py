@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from coverid.config import load_params
-from coverid.io import write_json
-from coverid.metrics import retrieval_metrics_from_embeddings
+from coverid.core.config import load_params
+from coverid.core.io import write_json
+from coverid.eval.metrics import retrieval_metrics_from_embeddings
 
 OUT = Path("reports/bench/metrics.json")
 

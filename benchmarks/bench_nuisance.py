@@ -18,18 +18,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from coverid import paths  # noqa: E402
-from coverid.config import load_params  # noqa: E402
-from coverid.io import write_json  # noqa: E402
+from coverid.core import paths  # noqa: E402
+from coverid.core.config import load_params  # noqa: E402
+from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/nuisance.json")
 
 
 def model_map(embedder, songs: list[np.ndarray], works: np.ndarray) -> float:
     """MAP of the model's embeddings of `songs` ((T, 12) each) among themselves."""
-    from coverid.identify import feature_config
-    from coverid.metrics import retrieval_metrics_from_embeddings
-    from coverid.transform import to_model_input
+    from coverid.search.identify import feature_config
+    from coverid.eval.metrics import retrieval_metrics_from_embeddings
+    from coverid.features.transform import to_model_input
 
     fc = feature_config(embedder)  # the settings the model was trained with
     x = np.stack([to_model_input(s, fc["spect_len"], fc["max_frames"], fc["tile"])
@@ -40,9 +40,9 @@ def model_map(embedder, songs: list[np.ndarray], works: np.ndarray) -> float:
 
 def qmax_map(params: dict, songs: list[np.ndarray], works: np.ndarray) -> float:
     """MAP of Qmax on the same songs, as the baseline stage computes it (same features)."""
-    from coverid.baselines import distance_rows, to_chroma
-    from coverid.metrics import retrieval_metrics
-    from coverid.transform import to_model_input
+    from coverid.eval.baselines import distance_rows, to_chroma
+    from coverid.eval.metrics import retrieval_metrics
+    from coverid.features.transform import to_model_input
 
     pre, bcfg = params["preprocess"], params["baseline"]
     x = np.stack([to_model_input(s, pre["spect_len"], pre["max_frames"], False) for s in songs])
@@ -55,7 +55,7 @@ def qmax_map(params: dict, songs: list[np.ndarray], works: np.ndarray) -> float:
 def main() -> None:
     """Print and record per-aspect MAPs of the model and Qmax."""
     from coverid.data.synth import nuisance_songs
-    from coverid.embedder import load_embedder
+    from coverid.model.embedder import load_embedder
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--works", type=int, default=20, help="works per aspect (2 versions each)")

@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from coverid.config import load_params  # noqa: E402
-from coverid.io import write_json  # noqa: E402
+from coverid.core.config import load_params  # noqa: E402
+from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/train.json")
 
@@ -29,9 +29,9 @@ OUT = Path("reports/bench/train.json")
 def measure(params: dict, arch: str, loss: str, steps: int, pitch_pool: str | None = None,
             n_songs: int = 120) -> dict:
     """Seconds per step and pairs per second for one arch and loss (and move pitch pooling)."""
-    from coverid.devices import setup_devices
-    from coverid.pairs import batch_items, encode_labels, make_dataset
-    from coverid.train import Trainer, seed_everything
+    from coverid.train.devices import setup_devices
+    from coverid.train.pairs import batch_items, encode_labels, make_dataset
+    from coverid.train.fit import Trainer, seed_everything
 
     params = copy.deepcopy(params)
     params["model"]["arch"] = arch

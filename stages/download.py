@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.errors import CoveridError
-from coverid.stage import stage_main
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.core.errors import CoveridError
+from coverid.core.stage import stage_main
 
 
 def main() -> None:
@@ -27,8 +27,8 @@ def main() -> None:
                  retries=cfg["retries"], retry_wait_s=cfg["retry_wait_s"], timeout_s=cfg["timeout_s"],
                  keep_archives=cfg["keep_archives"])
     elif data["source"] == "audio":
-        from coverid.dataset import audio_manifest
-        from coverid.io import write_json
+        from coverid.data.dataset import audio_manifest
+        from coverid.core.io import write_json
 
         cfg = data["audio"]
         write_json(out / "manifest.json", audio_manifest(Path(cfg["dir"]), cfg["extensions"]))

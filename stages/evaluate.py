@@ -4,12 +4,12 @@ model-vs-baselines table reports/compare.json + reports/compare.md."""
 
 from __future__ import annotations
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.embedder import load_embedder
-from coverid.evaluate import read_report, run_evaluation
-from coverid.splits import load_split
-from coverid.stage import stage_main
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.model.embedder import load_embedder
+from coverid.eval.evaluate import read_report, run_evaluation
+from coverid.data.splits import load_split
+from coverid.core.stage import stage_main
 
 
 def main() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.preprocess import features_for_source
-from coverid.skips import SkipLog
-from coverid.splits import split_works, write_splits
-from coverid.stage import stage_main
-from coverid.store import write_features
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.features.collection import features_for_source
+from coverid.core.skips import SkipLog
+from coverid.data.splits import split_works, write_splits
+from coverid.core.stage import stage_main
+from coverid.data.store import write_features
 
 SKIPPED = paths.REPORTS / "preprocess_skipped.json"
 

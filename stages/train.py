@@ -1,11 +1,11 @@
 """DVC stage: train the encoder -> data/models/encoder, reports/train.json, training curve."""
 
-from coverid.config import load_params
-from coverid.stage import stage_main
+from coverid.core.config import load_params
+from coverid.core.stage import stage_main
 
 
 def main() -> None:
-    from coverid.train import run_stage
+    from coverid.train.fit import run_stage
 
     run_stage(load_params())
 

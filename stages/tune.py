@@ -4,13 +4,13 @@ reports/threshold.json."""
 
 from __future__ import annotations
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.embedder import load_embedder
-from coverid.splits import load_split
-from coverid.io import write_json
-from coverid.stage import stage_main
-from coverid.tune import tune_threshold
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.model.embedder import load_embedder
+from coverid.data.splits import load_split
+from coverid.core.io import write_json
+from coverid.core.stage import stage_main
+from coverid.eval.tune import tune_threshold
 
 
 def main() -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 
-from coverid import paths
-from coverid.config import load_params
-from coverid.io import write_json
-from coverid.splits import read_splits
-from coverid.stage import stage_main
-from coverid.store import read_features
-from coverid.validation import validate_features
+from coverid.core import paths
+from coverid.core.config import load_params
+from coverid.core.io import write_json
+from coverid.data.splits import read_splits
+from coverid.core.stage import stage_main
+from coverid.data.store import read_features
+from coverid.data.validation import validate_features
 
 DOCS_DIR = paths.REPORTS / "data_docs"
 

@@ -12,8 +12,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from coverid.config import load_params  # noqa: E402
-from coverid.store import FeatureSet  # noqa: E402
+from coverid.core.config import load_params  # noqa: E402
+from coverid.data.store import FeatureSet  # noqa: E402
 
 
 def make_feature_set(n_works: int = 4, versions: int = 3, n_noise: int = 2, spect_len: int = 40,

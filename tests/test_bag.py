@@ -5,11 +5,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from coverid.bag import (BagNormalize, KeyRolls, MixRolls, NgramCounts,  # noqa: E402
+from coverid.model.bag import (BagNormalize, KeyRolls, MixRolls, NgramCounts,  # noqa: E402
                          PatchCodes, TimeStretch, init_codebook, spherical_kmeans, windows)
-from coverid.errors import CoveridError  # noqa: E402
-from coverid.model import DIATONIC, KEY_SIGNATURES, KeyRoll, build_encoder  # noqa: E402
-from coverid.transform import tile_pitch  # noqa: E402
+from coverid.core.errors import CoveridError  # noqa: E402
+from coverid.model.encoders import build_encoder  # noqa: E402
+from coverid.model.layers import DIATONIC, KEY_SIGNATURES, KeyRoll  # noqa: E402
+from coverid.features.transform import tile_pitch  # noqa: E402
 
 BAG = {"arch": "bag", "bag": {"downsample": 2, "patch": 3, "codes": 4, "sharpness": 20.0,
                               "lags": [2], "unigrams": True, "tempo_factors": [0.9, 1.0, 1.2],
@@ -220,11 +221,11 @@ def test_bad_bag_params():
 
 @pytest.mark.parametrize("rolls", [1, 2])
 def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path, rolls):
-    """The loader registers the bag layers itself (a new process has not imported coverid.bag)."""
+    """The loader registers the bag layers itself (a new process has not imported coverid.model.bag)."""
     import subprocess
     import sys
 
-    from coverid.embedder import save_embedder
+    from coverid.model.embedder import save_embedder
 
     rng = np.random.default_rng(6)
     enc = build_encoder({**BAG, "bag": {**BAG["bag"], "key_rolls": rolls}}, (23, 30))
@@ -234,7 +235,7 @@ def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path, rolls):
     np.save(tmp_path / "want.npy", np.asarray(enc(x)))
     save_embedder(tmp_path / "encoder", enc, {"arch": "bag", "loss": "triplet",
                                               "metric": "euclidean"}, None)
-    code = ("import sys, numpy as np; from coverid.embedder import load_embedder; "
+    code = ("import sys, numpy as np; from coverid.model.embedder import load_embedder; "
             "d = sys.argv[1]; e = load_embedder(d + '/encoder'); "
             "got = e.embed(np.load(d + '/x.npy')); "
             "assert np.allclose(got, np.load(d + '/want.npy'), atol=1e-5), 'embeddings differ'")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_feature_set
 
-from coverid.baselines import (
+from coverid.eval.baselines import (
     Qmax,
     band_mask,
     distance_rows,
@@ -16,8 +16,8 @@ from coverid.baselines import (
     select_queries,
     to_chroma,
 )
-from coverid.errors import CoveridError
-from coverid.transform import resize_time
+from coverid.core.errors import CoveridError
+from coverid.features.transform import resize_time
 
 QMAX_CFG = {"frame_stack_size": 9, "frame_stack_stride": 1, "binarize_percentile": 0.095,
             "dis_onset": 0.5, "dis_extension": 0.5, "distance_type": "asymmetric"}

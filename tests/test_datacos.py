@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from coverid.data import datacos
-from coverid.errors import BadInputError, CoveridError
-from coverid.skips import SkipLog
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.skips import SkipLog
 
 WORKS = {"W_1": ["P_10", "P_11"], "W_2": ["P_20", "P_21", "P_22"], "W_3": ["P_30"]}
 
@@ -290,8 +290,8 @@ PCFG = {"spect_len": 20, "max_frames": 310, "tile": True, "workers": 1, "schedul
 
 
 def test_preprocess_dir_one_feature(tmp_path):
-    from coverid.store import read_features
-    from coverid.transform import to_model_input
+    from coverid.data.store import read_features
+    from coverid.features.transform import to_model_input
 
     data = tmp_path / "raw"
     folder = make_tree(data, works={**WORKS, "W_3": ["P_30", "P_31"]})
@@ -331,7 +331,7 @@ def test_preprocess_dir_several_features_and_subsets(tmp_path):
 
 
 def test_preprocess_single_files_variant(tmp_path):
-    from coverid.store import read_features
+    from coverid.data.store import read_features
 
     data = tmp_path / "raw"
     x = np.random.default_rng(0).random((400, 12)).astype(np.float32)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from coverid import dataset
+from coverid.data import dataset
 from coverid.cli import main
-from coverid.store import FeatureSet, write_features
+from coverid.data.store import FeatureSet, write_features
 
 META = {
     "W_1": {"P_10": {"work_title": "Yesterday", "work_artist": "The Beatles",

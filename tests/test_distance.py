@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from coverid.distance import paired, pairwise
+from coverid.eval.distance import paired, pairwise
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine", "bce"])

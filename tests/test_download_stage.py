@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def stages() -> dict:
 
 def test_closure_follows_local_imports(tmp_path):
     script = tmp_path / "s.py"
-    script.write_text("def f():\n    from coverid.model import build_encoder\n")
+    script.write_text("def f():\n    from coverid.model.encoders import build_encoder\n")
     found = {p.relative_to(ROOT / "src").as_posix() for p in code_closure(script)}
     assert {"coverid/model.py", "coverid/bag.py"} <= found  # model.py imports bag.py lazily
 

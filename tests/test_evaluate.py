@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import FakeEmbedder, make_feature_set
 
-from coverid.distance import pairwise
-from coverid.errors import BadInputError, CoveridError
-from coverid.expansion import augment
-from coverid.evaluate import (
+from coverid.eval.distance import pairwise
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.eval.expansion import augment
+from coverid.eval.evaluate import (
     METRIC_KEYS,
     compare,
     compare_markdown,
@@ -21,7 +21,7 @@ from coverid.evaluate import (
     read_report,
     run_evaluation,
 )
-from coverid.metrics import retrieval_metrics
+from coverid.eval.metrics import retrieval_metrics
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -102,8 +102,8 @@ def test_read_report(tmp_path):
 
 
 def test_run_evaluation_writes_reports_and_logs(params, tmp_path):
-    from coverid.baselines import select_queries
-    from coverid.tracking import stage_run
+    from coverid.eval.baselines import select_queries
+    from coverid.core.tracking import stage_run
 
     with stage_run("train", params) as train:
         pass
@@ -139,7 +139,7 @@ def test_run_evaluation_writes_reports_and_logs(params, tmp_path):
 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(params["mlflow"]["experiment"])
-    query = (f"tags.`coverid.stage` = 'evaluate' and "
+    query = (f"tags.`coverid.core.stage` = 'evaluate' and "
              f"tags.`coverid.train_run_id` = '{train.info.run_id}'")
     [ev_run] = client.search_runs([exp.experiment_id], query)
     assert ev_run.data.metrics["map"] == pytest.approx(metrics["map"])
@@ -157,7 +157,7 @@ def test_run_evaluation_rejects_bce_threshold_without_head(params, tmp_path):
 
 
 def test_distance_hist_handles_identical_distances(tmp_path):
-    from coverid.plots import distance_hist
+    from coverid.eval.plots import distance_hist
 
     dist = np.full(20, 0.5, dtype=np.float32)
     dist[3] = np.nextafter(np.float32(0.5), np.float32(1))

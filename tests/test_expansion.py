@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from conftest import chains
 
-from coverid.errors import CoveridError
-from coverid.expansion import augment, check_expansion, expand, nearest, select_expansion, unit
-from coverid.metrics import retrieval_metrics_from_embeddings
+from coverid.core.errors import CoveridError
+from coverid.eval.expansion import augment, check_expansion, expand, nearest, select_expansion, unit
+from coverid.eval.metrics import retrieval_metrics_from_embeddings
 
 
 def test_nearest_matches_brute_force_and_excludes_self():

@@ -1,4 +1,4 @@
-"""Audio loading and HPCP / chroma CENS extraction (coverid.features)."""
+"""Audio loading and HPCP / chroma CENS extraction (coverid.features.extract)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from coverid import features as F
-from coverid.errors import BadInputError, CoveridError
-from coverid.preprocess import DEFAULT_PREPROCESS
+from coverid.features.extract import extract as F
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.features.collection import DEFAULT_PREPROCESS
 
 SR = 44100
 CFG = DEFAULT_PREPROCESS["audio"]

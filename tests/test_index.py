@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import coverid.identify as ident
-from coverid.distance import pairwise
-from coverid.errors import BadInputError, CoveridError
-from coverid.index import Song, build_index, candidate_space, load_index
+import coverid.search.identify as ident
+from coverid.eval.distance import pairwise
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.search.index import Song, build_index, candidate_space, load_index
 
 ICFG = {"exact_max": 1000, "approx": "pqfs", "pq_dims": 2, "train_max": 1000, "candidates": 1000,
         "hnsw_m": 8, "ef_construction": 40, "ef_search": 64}
@@ -25,7 +25,7 @@ SPECT_LEN, DIM = 40, 16
 
 
 class FakeEmbedder:
-    """Same attributes as coverid.embedder.Embedder; embed = flatten @ fixed random matrix."""
+    """Same attributes as coverid.model.embedder.Embedder; embed = flatten @ fixed random matrix."""
 
     def __init__(self, seed: int = 0, metric: str = "euclidean", spect_len: int = SPECT_LEN,
                  feature: str = "hpcp", run: str = "run1") -> None:
@@ -356,7 +356,7 @@ def test_undecodable_files_are_skipped_within_budget(tmp_path, fakes):
 def test_build_from_feature_file_with_metadata(tmp_path, fakes):
     from conftest import make_feature_set
 
-    from coverid.store import write_features
+    from coverid.data.store import write_features
 
     fs = make_feature_set(spect_len=SPECT_LEN)
     write_features(tmp_path / "f.h5", fs)

@@ -1,4 +1,4 @@
-"""Query expansion in the song index agrees with coverid.expansion and survives add/reload."""
+"""Query expansion in the song index agrees with coverid.eval.expansion and survives add/reload."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import chains
 
-from coverid.distance import pairwise
-from coverid.errors import BadInputError
-from coverid.expansion import augment, unit
-from coverid.index import EXPANDED_FILE, Song, add_songs, build_index, load_index
+from coverid.eval.distance import pairwise
+from coverid.core.errors import BadInputError
+from coverid.eval.expansion import augment, unit
+from coverid.search.index import EXPANDED_FILE, Song, add_songs, build_index, load_index
 
 ICFG = {"exact_max": 1000, "approx": "pqfs", "pq_dims": 2, "train_max": 1000, "candidates": 1000,
         "hnsw_m": 8, "ef_construction": 40, "ef_search": 64}
@@ -73,7 +73,7 @@ def test_missing_or_wrong_expanded_file_is_one_line_error(tmp_path, data):
 
 
 def test_threshold_file_carries_the_expansion(tmp_path, data):
-    from coverid.identify import read_threshold_file
+    from coverid.search.identify import read_threshold_file
 
     path = tmp_path / "threshold.json"
     path.write_text('{"threshold": 0.5, "metric": "euclidean", "expansion": {"k": 3, "alpha": 0.0}}')

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from coverid import losses as L
+from coverid.model import losses as L
 
 # 1-D embeddings where a negative sits closer than a positive (semi-hard != batch-hard):
 # d(0,1)=2 d(0,2)=1 d(0,3)=5 d(1,2)=1 d(1,3)=3 d(2,3)=4

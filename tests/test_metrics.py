@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from coverid.distance import pairwise
-from coverid.metrics import (
+from coverid.eval.distance import pairwise
+from coverid.eval.metrics import (
     ThresholdScorer,
     average_precision,
     per_query_ap,

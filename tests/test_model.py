@@ -7,12 +7,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from coverid.distance import paired  # noqa: E402
-from coverid.embedder import Embedder, load_embedder, save_embedder  # noqa: E402
-from coverid.errors import BadInputError, CoveridError  # noqa: E402
-from coverid.model import (build_encoder, build_head, head_arrays, head_logits,  # noqa: E402
+from coverid.eval.distance import paired  # noqa: E402
+from coverid.model.embedder import Embedder, load_embedder, save_embedder  # noqa: E402
+from coverid.core.errors import BadInputError, CoveridError  # noqa: E402
+from coverid.model.encoders import (build_encoder, build_head, head_arrays, head_logits,  # noqa: E402
                            min_length_seed, seed_encoder)
-from coverid.transform import tile_pitch  # noqa: E402
+from coverid.features.transform import tile_pitch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from coverid.config import flatten, load_params, params_hash
-from coverid.errors import BadInputError, CoveridError
-from coverid.io import atomic_path, write_json
-from coverid.splits import read_splits, split_mask, split_works, write_splits
+from coverid.core.config import flatten, load_params, params_hash
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.io import atomic_path, write_json
+from coverid.data.splits import read_splits, split_mask, split_works, write_splits
 
 
 def test_split_by_work_seeded_and_complete():
@@ -64,9 +64,9 @@ def test_atomic_path_cleans_up_on_error(tmp_path):
 
 
 def test_load_split_takes_rows_of_one_split(tmp_path, monkeypatch, feature_set):
-    from coverid import paths
-    from coverid.splits import load_split
-    from coverid.store import write_features
+    from coverid.core import paths
+    from coverid.data.splits import load_split
+    from coverid.data.store import write_features
 
     params = load_params()
     monkeypatch.chdir(tmp_path)
@@ -86,7 +86,7 @@ def test_atomic_files_are_not_private(tmp_path):
 
 
 def test_atomic_dir_swaps_and_keeps_the_old_one_on_failure(tmp_path):
-    from coverid.io import atomic_dir, read_json
+    from coverid.core.io import atomic_dir, read_json
 
     target = tmp_path / "out"
     with atomic_dir(target) as tmp:

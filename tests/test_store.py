@@ -2,8 +2,8 @@ import h5py
 import numpy as np
 import pytest
 
-from coverid.errors import BadInputError
-from coverid.store import read_features, write_features
+from coverid.core.errors import BadInputError
+from coverid.data.store import read_features, write_features
 
 
 def test_round_trip_sorted_and_attrs(tmp_path, feature_set):

@@ -12,7 +12,7 @@ import soundfile as sf
 import yaml
 
 from coverid.data import synth
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 SR = 22050

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from coverid.config import load_params
+from coverid.core.config import load_params
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -17,7 +17,7 @@ def params(tmp_path, monkeypatch):
 
 
 def test_stage_runs_are_tagged_and_log_params(params, tmp_path):
-    from coverid.tracking import stage_run
+    from coverid.core.tracking import stage_run
 
     with stage_run("train", params) as run:
         mlflow.log_metric("map", 0.5)
@@ -38,7 +38,7 @@ def test_stage_runs_are_tagged_and_log_params(params, tmp_path):
 
 
 def test_resuming_a_run_does_not_relog_params(params):
-    from coverid.tracking import stage_run
+    from coverid.core.tracking import stage_run
 
     with stage_run("train", params) as run:
         pass

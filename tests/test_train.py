@@ -10,11 +10,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from conftest import make_feature_set  # noqa: E402
-from coverid.config import load_params  # noqa: E402
-from coverid.devices import DeviceSetup, choose_strategy  # noqa: E402
-from coverid.errors import CoveridError  # noqa: E402
-from coverid.pairs import encode_labels, make_dataset  # noqa: E402
-from coverid.train import Trainer, fit, write_curve  # noqa: E402
+from coverid.core.config import load_params  # noqa: E402
+from coverid.train.devices import DeviceSetup, choose_strategy  # noqa: E402
+from coverid.core.errors import CoveridError  # noqa: E402
+from coverid.train.pairs import encode_labels, make_dataset  # noqa: E402
+from coverid.train.fit import Trainer, fit, write_curve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 L = 24
@@ -78,7 +78,7 @@ def test_resume_continues_the_last_epoch_when_an_earlier_one_was_best(data, tmp_
                                                                       monkeypatch):
     """The best checkpoint holds only weights to come back to: the optimiser state (step count,
     moments, slow weights) must be the last epoch's, or the resumed run diverges from A."""
-    import coverid.train as train_mod
+    import coverid.train.fit as train_mod
 
     tr, va = data
     monkeypatch.setattr(train_mod, "validation_map",
@@ -112,7 +112,7 @@ def test_early_stopping_keeps_the_best_bce_hardest(data, monkeypatch):
     tr, va = data
     # val MAP falls after epoch 1, so training stops after `patience` checks with epoch 1's
     # weights
-    import coverid.train as train_mod
+    import coverid.train.fit as train_mod
 
     maps, kept = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0]), []
 
@@ -204,11 +204,11 @@ def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
     """run_stage on files: model dir, reports, MLflow run, registry; then load from the registry."""
     import mlflow
 
-    from coverid import paths
-    from coverid.embedder import load_embedder
-    from coverid.splits import write_splits
-    from coverid.store import write_features
-    from coverid.train import run_stage
+    from coverid.core import paths
+    from coverid.model.embedder import load_embedder
+    from coverid.data.splits import write_splits
+    from coverid.data.store import write_features
+    from coverid.train.fit import run_stage
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")

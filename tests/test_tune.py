@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import FakeEmbedder, make_feature_set
 
-from coverid.distance import paired
-from coverid.metrics import ThresholdScorer, sample_pairs, verification_metrics
-from coverid.tune import (
+from coverid.eval.distance import paired
+from coverid.eval.metrics import ThresholdScorer, sample_pairs, verification_metrics
+from coverid.eval.tune import (
     candidate_metrics,
     optimise,
     pair_scorers,
@@ -74,7 +74,7 @@ def test_optimise_bce_head_and_resume(tmp_path):
 
 
 def test_tune_threshold_logs_nested_trials_and_finds_a_good_threshold(params):
-    from coverid.tracking import stage_run
+    from coverid.core.tracking import stage_run
 
     with stage_run("train", params) as train:
         pass
@@ -117,7 +117,7 @@ def test_tune_threshold_logs_nested_trials_and_finds_a_good_threshold(params):
 
 
 def test_tune_needs_positive_pairs(params):
-    from coverid.errors import CoveridError
+    from coverid.core.errors import CoveridError
 
     fs = make_feature_set(n_works=0, versions=1, n_noise=5, spect_len=10, rows=12)
     with pytest.raises(CoveridError, match="validation split"):

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from conftest import make_feature_set
-from coverid import validation
-from coverid.errors import CoveridError
-from coverid.splits import write_splits
-from coverid.stage import stage_main
-from coverid.store import write_features
+from coverid.data import validation
+from coverid.core.errors import CoveridError
+from coverid.data.splits import write_splits
+from coverid.core.stage import stage_main
+from coverid.data.store import write_features
 
 ROOT = Path(__file__).resolve().parents[1]
 # W_0..W_3 have 3 versions, W_4 and W_5 are noise songs (one version); W_4 sits in train.

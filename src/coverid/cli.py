@@ -13,7 +13,7 @@ import os
 import sys
 
 from coverid import __version__
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
 
 COMMANDS = ("download", "preprocess", "dataset", "index", "identify", "compare")
 

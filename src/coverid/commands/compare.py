@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coverid.paths import MODEL_DIR
+from coverid.core.paths import MODEL_DIR
 
 DEFAULT_MODEL = str(MODEL_DIR)
 
@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     """Compare two files and print the distance and decision."""
     import json
 
-    from coverid.identify import check_files_exist, compare, open_model
+    from coverid.search.identify import check_files_exist, compare, open_model
 
     check_files_exist([args.a, args.b])
     embedder = open_model(args.model)

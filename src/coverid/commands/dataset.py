@@ -40,15 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _params(args: argparse.Namespace) -> dict:
     """params.yaml, needed only for defaults."""
-    from coverid.config import load_params
+    from coverid.core.config import load_params
 
     return load_params(args.params)
 
 
 def _metadata(args: argparse.Namespace, required: bool = True):
     """The metadata of --metadata or of params' data source; None when optional and absent."""
-    from coverid import dataset
-    from coverid.errors import CoveridError
+    from coverid.data import dataset
+    from coverid.core.errors import CoveridError
 
     if args.metadata:
         return dataset.load_metadata(args.metadata)
@@ -62,8 +62,8 @@ def _metadata(args: argparse.Namespace, required: bool = True):
 
 def _features_file(args: argparse.Namespace, required: bool = True) -> Path | None:
     """--features, else params' processed file (None when optional and absent)."""
-    from coverid import paths
-    from coverid.errors import CoveridError
+    from coverid.core import paths
+    from coverid.core.errors import CoveridError
 
     if args.features:
         return args.features
@@ -79,7 +79,7 @@ def _stats(args: argparse.Namespace) -> int:
     """Print dataset statistics."""
     import json
 
-    from coverid import dataset
+    from coverid.data import dataset
 
     meta = _metadata(args)
     features = _features_file(args, required=False)
@@ -92,7 +92,7 @@ def _search(args: argparse.Namespace) -> int:
     """Print matching performances."""
     import json
 
-    from coverid import dataset
+    from coverid.data import dataset
 
     hits = dataset.search(_metadata(args), artist=args.artist, title=args.title)
     if args.json:
@@ -107,8 +107,8 @@ def _search(args: argparse.Namespace) -> int:
 
 def _covers(args: argparse.Namespace) -> int:
     """Write the cover map."""
-    from coverid import dataset
-    from coverid.io import write_json
+    from coverid.data import dataset
+    from coverid.core.io import write_json
 
     covers = dataset.cover_map(_metadata(args))
     write_json(args.out, covers)
@@ -119,7 +119,7 @@ def _covers(args: argparse.Namespace) -> int:
 
 def _chromagram(args: argparse.Namespace) -> int:
     """Save one performance's chromagram."""
-    from coverid import dataset
+    from coverid.data import dataset
 
     out = dataset.plot_chromagram(_features_file(args), args.perf_id, args.out,
                                   _metadata(args, required=False))

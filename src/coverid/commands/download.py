@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """Download the requested archives and print where they went."""
-    from coverid.config import load_params
+    from coverid.core.config import load_params
     from coverid.data.datacos import METADATA, download
 
     cfg = load_params(args.params)["data"]["datacos"] if args.params.exists() else {}

@@ -25,8 +25,8 @@ def _run(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from coverid.errors import CoveridError
-    from coverid.identify import check_files_exist, identify, open_for_search, resolve_threshold
+    from coverid.core.errors import CoveridError
+    from coverid.search.identify import check_files_exist, identify, open_for_search, resolve_threshold
 
     if args.k < 1:
         raise CoveridError(f"-k must be at least 1, got {args.k}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coverid.paths import MODEL_DIR
+from coverid.core.paths import MODEL_DIR
 
 DEFAULT_MODEL = str(MODEL_DIR)
 
@@ -50,9 +50,9 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     """Build a new index."""
-    from coverid.config import load_params
-    from coverid.errors import CoveridError
-    from coverid.identify import build_from
+    from coverid.core.config import load_params
+    from coverid.core.errors import CoveridError
+    from coverid.search.identify import build_from
 
     icfg = load_params(args.params).get("index")
     if not isinstance(icfg, dict):
@@ -65,7 +65,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _add(args: argparse.Namespace) -> int:
     """Append songs to an index."""
-    from coverid.identify import add_from
+    from coverid.search.identify import add_from
 
     index, added, skipped = add_from(args.index, args.model, args.audio_dir, args.features,
                                      args.metadata, args.skip_existing)
@@ -78,7 +78,7 @@ def _info(args: argparse.Namespace) -> int:
     """Print what an index holds and how it was built."""
     import json
 
-    from coverid.index import load_index
+    from coverid.search.index import load_index
 
     index = load_index(args.index)
     m = index.meta

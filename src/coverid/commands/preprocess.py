@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _settings(args: argparse.Namespace) -> tuple[dict, dict]:
     """(all params or {}, the preprocess params with the command-line overrides applied)."""
-    from coverid.config import load_params
-    from coverid.preprocess import with_defaults
+    from coverid.core.config import load_params
+    from coverid.features.collection import with_defaults
 
     params = load_params(args.params) if args.params.exists() else {}
     pcfg = with_defaults(params.get("preprocess"))
@@ -75,9 +75,9 @@ def _settings(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def _from_audio_dir(args: argparse.Namespace) -> int:
     """Extract features of an audio folder and write them."""
-    from coverid.preprocess import extract_audio_dir_features
-    from coverid.skips import SkipLog
-    from coverid.store import write_features
+    from coverid.features.collection import extract_audio_dir_features
+    from coverid.core.skips import SkipLog
+    from coverid.data.store import write_features
 
     params, pcfg = _settings(args)
     features = list(dict.fromkeys(args.features or [pcfg["feature"]]))
@@ -100,7 +100,7 @@ def _from_audio_dir(args: argparse.Namespace) -> int:
 def _da_tacos(args: argparse.Namespace) -> int:
     """Resize the Da-TACOS features found under --data-dir and write them."""
     from coverid.data.datacos import preprocess_dir
-    from coverid.skips import SkipLog
+    from coverid.core.skips import SkipLog
 
     params, pcfg = _settings(args)
     out_dir = args.out_dir or Path(params.get("data", {}).get("processed_dir", "data/processed"))

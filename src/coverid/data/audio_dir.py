@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coverid.errors import BadInputError, CoveridError
-from coverid.skips import SkipLog
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.skips import SkipLog
 
 log = logging.getLogger(__name__)
 

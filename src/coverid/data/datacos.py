@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from coverid.errors import BadInputError, CoveridError
-from coverid.skips import SkipLog
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.skips import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ def _metadata_pairs(path: Path) -> set[tuple[str, str]] | None:
 def load_subset(data_dir: str | Path, subset: str, feature: str, pcfg: dict[str, Any],
                 skips: SkipLog) -> Any:
     """One subset's features as a FeatureSet (source "datacos"); bad files are skipped."""
-    from coverid.preprocess import build_feature_set
+    from coverid.features.collection import build_feature_set
 
     items = list_items(Path(data_dir), subset, feature, skips)
     if not items:
@@ -413,7 +413,7 @@ def preprocess_dir(data_dir: str | Path, out_dir: str | Path, features: list[str
                    pcfg: dict[str, Any], skips: SkipLog | None = None) -> list[Path]:
     """Preprocess every subset found under `data_dir`: OUT/<subset>.h5 for one feature,
     OUT/<subset>_<feature>.h5 for several; fails when too many files are bad."""
-    from coverid.store import write_features
+    from coverid.data.store import write_features
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     skips = skips if skips is not None else SkipLog()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from coverid.config import flatten, params_hash
+from coverid.core.config import flatten, params_hash
 
 log = logging.getLogger(__name__)
 

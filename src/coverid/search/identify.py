@@ -1,6 +1,6 @@
 """The library behind `coverid index`, `identify` and `compare`: audio -> embeddings -> answers.
 
-The model (`coverid.embedder.load_embedder`: a model dir or an MLflow model URI) fixes the
+The model (`coverid.model.embedder.load_embedder`: a model dir or an MLflow model URI) fixes the
 feature configuration: its config's feature, spect_len, tile, max_frames and preprocess
 section (essentia parameters) are used to extract every song, and are recorded in the index
 sidecar together with the model's identity (see `model_identity`), so that an index is only
@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from coverid.config import params_hash
-from coverid.distance import paired
-from coverid.errors import BadInputError, CoveridError
-from coverid.io import read_json
-from coverid.index import Hit, Song, SongIndex, add_songs, build_index, check_compatible, load_index
-from coverid.paths import REPORTS
-from coverid.skips import SkipLog
-from coverid.transform import to_model_input
+from coverid.core.config import params_hash
+from coverid.eval.distance import paired
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.io import read_json
+from coverid.search.index import Hit, Song, SongIndex, add_songs, build_index, check_compatible, load_index
+from coverid.core.paths import REPORTS
+from coverid.core.skips import SkipLog
+from coverid.features.transform import to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _PROBE_SEED = 1234  # fixed input whose embedding fingerprints the model's weigh
 
 def open_model(model: str | Path) -> Any:
     """Load an embedder from a model dir or an MLflow model URI."""
-    from coverid.embedder import load_embedder
+    from coverid.model.embedder import load_embedder
 
     return load_embedder(model)
 
@@ -98,14 +98,14 @@ def probe_input(fc: dict[str, Any]) -> np.ndarray:
 
 def load_features(path: str | Path, pcfg: dict[str, Any], feature: str) -> np.ndarray:
     """(T, 12) features of one audio file (essentia decode + chroma)."""
-    from coverid.features import extract_file
+    from coverid.features.extract import extract_file
 
     return extract_file(path, pcfg, feature)
 
 
 def preprocess_config(embedder: Any) -> dict[str, Any]:
     """The model's preprocess section (defaults filled in) with its feature, length, tiling, crop."""
-    from coverid.preprocess import with_defaults
+    from coverid.features.collection import with_defaults
 
     cfg = embedder.config
     try:
@@ -177,7 +177,7 @@ def songs_from_audio_dir(audio_dir: str | Path, embedder: Any,
     performance of an audio folder; unusable files are skipped and recorded, up to the
     model's preprocess.max_failed_fraction."""
     from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
-    from coverid.preprocess import build_feature_set
+    from coverid.features.collection import build_feature_set
 
     pcfg = preprocess_config(embedder)
     feature = pcfg["feature"]
@@ -219,7 +219,7 @@ def _apply_metadata(song: Song, extra: dict[str, dict[str, Any]]) -> None:
 def songs_from_features(h5: str | Path, embedder: Any,
                         metadata: str | Path | None = None) -> tuple[list[Song], np.ndarray]:
     """Embed every row of a processed feature file (SPEC section 3)."""
-    from coverid.store import read_features
+    from coverid.data.store import read_features
 
     fc = feature_config(embedder)
     fs = read_features(h5, fc["feature"]) if _has_feature(h5, fc["feature"]) else read_features(h5)

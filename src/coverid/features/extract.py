@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from coverid.errors import BadInputError, CoveridError
+from coverid.core.errors import BadInputError, CoveridError
 
 FEATURES = ("hpcp", "chroma_cens")
 HPCP_PRECISION = 1e-5  # essentia HPCP: semitone equality tolerance of the harmonic table
@@ -372,7 +372,7 @@ def extract_features(path: str | Path, pcfg: dict[str, Any], features: list[str]
     `pcfg` is the whole `preprocess` params section; `extensions`, when given, are the only
     file extensions accepted.
     """
-    from coverid.preprocess import with_defaults  # older configs may lack newer keys
+    from coverid.features.collection import with_defaults  # older configs may lack newer keys
 
     cfg = with_defaults(pcfg)["audio"]
     for feature in features:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from coverid.errors import BadInputError
+from coverid.core.errors import BadInputError
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
 
 DEFAULT_PARAMS = Path("params.yaml")
 

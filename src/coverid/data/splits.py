@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coverid.errors import BadInputError, CoveridError
-from coverid.io import read_json, write_json
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.io import read_json, write_json
 
 if TYPE_CHECKING:
-    from coverid.store import FeatureSet
+    from coverid.data.store import FeatureSet
 
 SPLITS = ("train", "val", "test")
 
@@ -56,8 +56,8 @@ def split_mask(work_id: np.ndarray, splits: dict[str, str], name: str) -> np.nda
 
 def load_split(params: dict[str, Any], name: str) -> FeatureSet:
     """The rows of the processed feature file whose work is in split `name`."""
-    from coverid import paths
-    from coverid.store import read_features
+    from coverid.core import paths
+    from coverid.data.store import read_features
 
     fs = read_features(paths.processed_file(params))
     mask = split_mask(fs.work_id, read_splits(paths.splits_file(params)), name)

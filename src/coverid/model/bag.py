@@ -24,11 +24,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
+from coverid.model.layers import PITCH, KeyRoll, roll_to_signatures, untiled
 
 log = logging.getLogger(__name__)
 
-PITCH = 12
 EPS = 1e-6  # inside the square roots: finite gradients at zero counts
 
 
@@ -68,8 +68,6 @@ class KeyRolls(layers.Layer):
         self.n, self.sharpness, self.in_training = int(n), float(sharpness), bool(in_training)
 
     def call(self, x, training=False):
-        from coverid.model import roll_to_signatures
-
         n = self.n if self.in_training or not training else 1
         scores, rolled = roll_to_signatures(x, n)
         rolled = ops.reshape(rolled, (-1, PITCH, ops.shape(x)[2]))
@@ -189,8 +187,6 @@ def bag_encoder(input_shape: tuple[int, int | None], codes: int, patch: int, sha
                 unigrams: bool = True, weighted: bool = False, key_rolls: int = 1,
                 key_sharpness: float = 100.0, key_rolls_train: bool = False) -> keras.Model:
     """Input (F, L) -> bag-of-patterns embedding of size K ([1 +] K len(lags))."""
-    from coverid.model import KeyRoll, untiled
-
     n_rows = input_shape[0]
     inp = keras.Input(shape=(n_rows, None), name="features")
     if key_rolls > 1:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
 
 
 def stage_main(fn: Callable[[], None]) -> None:

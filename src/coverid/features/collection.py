@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from coverid.errors import BadInputError, CoveridError
-from coverid.skips import SkipLog
-from coverid.store import FeatureSet
-from coverid.transform import to_model_input
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.skips import SkipLog
+from coverid.data.store import FeatureSet
+from coverid.features.transform import to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class _single_thread_blas:
 def _load_audio_features(path: Path, pcfg: dict[str, Any], features: tuple[str, ...],
                          extensions: list[str] | None) -> dict[str, np.ndarray]:
     """load_fn for audio files: decode once, compute every feature (essentia loads in the worker)."""
-    from coverid.features import extract_features
+    from coverid.features.extract import extract_features
 
     return extract_features(path, pcfg, features, extensions)
 
@@ -256,7 +256,7 @@ def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], sour
                                features: list[str], extensions: list[str] | None = None) -> dict[str, FeatureSet]:
     """extract_audio_dir for several features at once (each file is decoded once)."""
     from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
-    from coverid.features import FEATURES
+    from coverid.features.extract import FEATURES
 
     for feature in features:
         if feature not in FEATURES:
@@ -277,7 +277,7 @@ def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], sour
 
 def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
     """The pipeline's FeatureSet for params' data.source (synth, audio or datacos)."""
-    from coverid import paths
+    from coverid.core import paths
 
     data, pcfg = params["data"], params["preprocess"]
     source = data["source"]

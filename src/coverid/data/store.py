@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 
 from coverid import __version__
-from coverid.errors import BadInputError
-from coverid.io import atomic_path
+from coverid.core.errors import BadInputError
+from coverid.core.io import atomic_path
 
 SOURCES = ("datacos", "audio", "synth")
 _STR = h5py.string_dtype(encoding="utf-8")

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from coverid.errors import BadInputError, CoveridError
-from coverid.io import atomic_dir
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def _load_dir(model_dir: Path) -> Embedder:
     """Read a model dir; BadInputError naming the problem when it is missing or corrupt."""
     import keras
 
-    import coverid.bag  # noqa: F401  (registers the custom layers for deserialisation)
-    import coverid.model  # noqa: F401
+    import coverid.model.bag  # noqa: F401  (registers the custom layers for deserialisation)
+    import coverid.model.encoders  # noqa: F401
 
     if not model_dir.is_dir():
         raise BadInputError(model_dir, "model directory not found")

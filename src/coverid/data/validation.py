@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coverid.errors import CoveridError
-from coverid.splits import SPLITS
-from coverid.store import FeatureSet
+from coverid.core.errors import CoveridError
+from coverid.data.splits import SPLITS
+from coverid.data.store import FeatureSet
 
 log = logging.getLogger(__name__)
 

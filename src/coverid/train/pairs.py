@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
 
 PITCH = 12
 MODES = ("pairs", "positives", "pk")

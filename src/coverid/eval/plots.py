@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from coverid.io import atomic_path
+from coverid.core.io import atomic_path
 
 
 def _figure() -> tuple[Any, Any]:

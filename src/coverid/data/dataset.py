@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from coverid import paths
-from coverid.errors import BadInputError, CoveridError
+from coverid.core import paths
+from coverid.core.errors import BadInputError, CoveridError
 
 Metadata = dict[str, dict[str, dict[str, Any]]]
 TEXT_FIELDS = ("work_title", "work_artist", "perf_title", "perf_artist")
@@ -134,7 +134,7 @@ def find_performance(meta: Metadata | None, perf_id: str) -> dict[str, Any] | No
 
 def lengths_seconds(features_file: str | Path) -> np.ndarray:
     """Original durations (s) of the performances in a processed feature file."""
-    from coverid.store import read_features
+    from coverid.data.store import read_features
 
     fs = read_features(features_file)
     return fs.length_frames / fs.frame_rate_hz
@@ -148,8 +148,8 @@ def plot_chromagram(features_file: str | Path, perf_id: str, out: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from coverid.io import atomic_path
-    from coverid.store import read_features
+    from coverid.core.io import atomic_path
+    from coverid.data.store import read_features
 
     fs = read_features(features_file)
     hit = np.flatnonzero(fs.perf_id == perf_id)

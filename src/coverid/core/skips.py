@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coverid.errors import CoveridError
-from coverid.io import write_json
+from coverid.core.errors import CoveridError
+from coverid.core.io import write_json
 
 
 @dataclass

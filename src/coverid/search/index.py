@@ -10,10 +10,10 @@ Layout of INDEX_DIR:
   index.faiss      FAISS index over the embeddings mapped to an L2 "candidate space"
   expanded.npy     (N, D) float32, only with query expansion (meta "expansion": {k, alpha},
                    from the tuned threshold file): each song expanded with its k nearest
-                   other songs (database-side augmentation, coverid.expansion)
+                   other songs (database-side augmentation, coverid.eval.expansion)
 
 Search is always two steps: the FAISS index proposes candidates in the L2 candidate space,
-then the candidates are re-ranked with the model's own distance (`coverid.distance.pairwise`)
+then the candidates are re-ranked with the model's own distance (`coverid.eval.distance.pairwise`)
 on the stored embeddings, so reported distances are exact and comparable with the tuned
 threshold. The candidate space is the embedding itself (euclidean), the L2-normalised
 embedding (cosine), or, for a BCE head 1 - sigmoid(w.|a-b| + bias), the embedding scaled by
@@ -44,10 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from coverid import __version__, io
-from coverid.distance import pairwise
-from coverid.errors import BadInputError, CoveridError
-from coverid.expansion import check_expansion, expand, unit
+from coverid import __version__
+
+from coverid.core import io
+from coverid.eval.distance import pairwise
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.eval.expansion import check_expansion, expand, unit
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +195,7 @@ class SongIndex:
 
     def expand_queries(self, q: np.ndarray, k: int, alpha: float,
                        exclude: list[set[int]]) -> np.ndarray:
-        """Each query expanded with its k nearest indexed songs (coverid.expansion.expand)."""
+        """Each query expanded with its k nearest indexed songs (coverid.eval.expansion.expand)."""
         near = self.search(q, k, exclude, expanded=False)
         out = unit(q)
         for i, hits in enumerate(near):
@@ -535,7 +537,7 @@ def _json_default(obj: Any) -> Any:
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temp dir beside `target`; on success it replaces `target`, else is removed.
 
-    See coverid.io.atomic_dir; in addition, refuses to replace a non-empty directory that is
+    See coverid.core.io.atomic_dir; in addition, refuses to replace a non-empty directory that is
     not a coverid index.
     """
     target = Path(target)

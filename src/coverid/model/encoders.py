@@ -15,58 +15,15 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from coverid.errors import CoveridError
+from coverid.core.errors import CoveridError
+from coverid.model.bag import build_bag, init_codebook
+from coverid.model.layers import PITCH, KeyRoll, PitchTile, check_rows, untiled
 
 ARCHS = ("seed", "move", "bag")
 SEED_DIM = 512
 SEED_DILATIONS = (20, 13, 7)
-PITCH = 12
 POOLINGS = ("attention", "mean", "max")
 PITCH_POOLS = ("early", "late", "gram", "key")
-DIATONIC = (0, 2, 4, 5, 7, 9, 11)  # a major scale: the 7 pitch classes of a key signature
-# column s: the diatonic set with tonic s (pitch class x tonic indicator)
-PROFILE_EPS = 1e-6  # a silent song's chroma profile divides by this instead of 0
-KEY_SIGNATURES = np.stack([np.isin(np.arange(PITCH), (np.array(DIATONIC) + s) % PITCH)
-                           for s in range(PITCH)], axis=1).astype("float32")
-
-
-@keras.saving.register_keras_serializable(package="coverid")
-class PitchTile(layers.Layer):
-    """(B, 12, L) -> (B, 23, L): the MOVE tiling, for inputs stored untiled."""
-
-    def call(self, x):
-        return ops.concatenate([x, x[:, : PITCH - 1]], axis=1)
-
-    def compute_output_shape(self, shape):
-        return (shape[0], 2 * PITCH - 1, shape[2])
-
-
-def roll_to_signatures(x, n: int):
-    """(B, 12, L) -> ((B, n) scores of the song's n best key signatures, best first: the share
-    of its mean chroma inside each diatonic set; (B, n, 12, L) the song rolled to each, the
-    signature's tonic on row 0)."""
-    profile = ops.mean(x, axis=2)
-    profile = profile / (ops.sum(profile, axis=1, keepdims=True) + PROFILE_EPS)
-    scores, shifts = ops.top_k(ops.matmul(profile, ops.cast(KEY_SIGNATURES, x.dtype)), n)
-    rows = (ops.arange(PITCH)[None, None, :] + ops.cast(shifts, "int32")[:, :, None]) % PITCH
-    return scores, ops.take_along_axis(x[:, None], rows[:, :, :, None], axis=2)
-
-
-@keras.saving.register_keras_serializable(package="coverid")
-class KeyRoll(layers.Layer):
-    """(B, 12, L) -> (B, 12, L) rolled so that row 0 is the estimated key signature's tonic.
-
-    The key signature is the shift whose 7-note diatonic set holds most of the song's
-    mean chroma. Relative major and minor share it, so versions agree far more often
-    than with a tonic estimate (98 % vs 88 % on the generated corpus); a transposed input
-    gives the same output (up to ties).
-    """
-
-    def call(self, x):
-        return roll_to_signatures(x, 1)[1][:, 0]
-
-    def compute_output_shape(self, shape):
-        return shape
 
 
 @keras.saving.register_keras_serializable(package="coverid")
@@ -141,22 +98,10 @@ class L2Normalize(layers.Layer):
         return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
 
-def _check_rows(n_rows: int) -> None:
-    """Encoders take untiled (12-row) or tiled (23-row) chroma."""
-    if n_rows not in (PITCH, 2 * PITCH - 1):
-        raise CoveridError(f"encoders need 12 or 23 pitch rows, got {n_rows}")
-
-
 def _pitch_rows(x, n_rows: int):
     """Tile untiled (12-row) input to 23 rows; reject other row counts."""
-    _check_rows(n_rows)
+    check_rows(n_rows)
     return PitchTile(name="pitch_tile")(x) if n_rows == PITCH else x
-
-
-def untiled(x, n_rows: int):
-    """The 12 chroma rows of a 12- or 23-row input."""
-    _check_rows(n_rows)
-    return x[:, :PITCH]
 
 
 def seed_encoder(input_shape: tuple[int, int | None]) -> keras.Model:
@@ -259,8 +204,6 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
                             m.get("dropout", 0.0), m.get("time_pool", 1), m.get("downsample", 1),
                             m.get("pitch_pool", "early"))
     if arch == "bag":
-        from coverid.bag import build_bag
-
         return build_bag(model["bag"], input_shape)
     raise CoveridError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")
 
@@ -270,8 +213,6 @@ def init_encoder(model: dict[str, Any], encoder: keras.Model, features: np.ndarr
     """Fit the encoder's data-dependent starting weights to training features, where its
     arch has any (bag: the k-means pattern codebook); a no-op otherwise."""
     if model["arch"] == "bag":
-        from coverid.bag import init_codebook
-
         init_codebook(encoder, features, model["bag"]["kmeans_iters"], seed)
 
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from coverid import paths
-from coverid.distance import paired
-from coverid.errors import BadInputError, CoveridError
-from coverid.io import atomic_path, write_json, write_text
-from coverid.expansion import augment, check_expansion
-from coverid.metrics import (
+from coverid.core import paths
+from coverid.eval.distance import paired
+from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.io import atomic_path, write_json, write_text
+from coverid.eval.expansion import augment, check_expansion
+from coverid.eval.metrics import (
     pr_curve,
     query_stats_from_embeddings,
     roc_curve,
@@ -24,7 +24,7 @@ from coverid.metrics import (
     summarize,
     verification_metrics,
 )
-from coverid.store import FeatureSet
+from coverid.data.store import FeatureSet
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Evaluation:
     """Everything one evaluation produces: flat metrics and the arrays behind the plots."""
 
     metrics: dict[str, Any]
-    stats: dict[str, np.ndarray]  # per-query retrieval stats (coverid.metrics.query_stats)
+    stats: dict[str, np.ndarray]  # per-query retrieval stats (coverid.eval.metrics.query_stats)
     stats_plain: dict[str, np.ndarray]  # the same without query expansion
     pair_dist: np.ndarray
     pair_labels: np.ndarray
@@ -85,7 +85,7 @@ def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
 
 def write_plots(ev: Evaluation, plot_dir: str | Path = PLOT_DIR) -> list[Path]:
     """distances.png, roc.png + roc.csv, pr.png + pr.csv, ap_hist.png under `plot_dir`."""
-    from coverid import plots
+    from coverid.eval import plots
 
     plot_dir = Path(plot_dir)
     m = ev.metrics
@@ -152,7 +152,7 @@ def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray, n_candidates: 
 def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
                       baseline: dict[str, dict[str, Any]]) -> np.ndarray | None:
     """The queries the baseline stage used (same selection, seed and split), if consistent."""
-    from coverid.baselines import select_queries
+    from coverid.eval.baselines import select_queries
 
     if not baseline:
         return None
@@ -205,7 +205,7 @@ def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
     plots, compare.json/.md under `reports`; log them to MLflow; return the metrics."""
     import mlflow
 
-    from coverid.tracking import stage_run
+    from coverid.core.tracking import stage_run
 
     cfg, reports = params["evaluate"], Path(reports)
     metric = threshold["metric"]

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from coverid.config import params_hash
-from coverid.errors import CoveridError
-from coverid.io import atomic_path, write_json, write_text
-from coverid.store import FeatureSet
+from coverid.core.config import params_hash
+from coverid.core.errors import CoveridError
+from coverid.core.io import atomic_path, write_json, write_text
+from coverid.data.store import FeatureSet
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,9 @@ class Trainer:
     def __init__(self, params: dict[str, Any], input_shape: tuple[int, int], setup: Any) -> None:
         import tensorflow as tf
 
-        from coverid.lookahead import make_optimizer
-        from coverid.model import build_encoder, build_head, embedding_size
-        from coverid.pairs import mode_for
+        from coverid.train.lookahead import make_optimizer
+        from coverid.model.encoders import build_encoder, build_head, embedding_size
+        from coverid.train.pairs import mode_for
 
         self.params = params
         self.train = params["train"]
@@ -108,8 +108,8 @@ class Trainer:
 
     # -- losses
     def _pair_loss(self, y, e1, e2):
-        from coverid.losses import bce_loss, contrastive_loss, euclidean
-        from coverid.model import head_logits
+        from coverid.model.losses import bce_loss, contrastive_loss, euclidean
+        from coverid.model.encoders import head_logits
 
         if self.loss_name == "bce":
             return bce_loss(y, head_logits(self.head, e1, e2))
@@ -128,7 +128,7 @@ class Trainer:
         """The batch loss for this run's mode and loss."""
         from keras import ops
 
-        from coverid.losses import triplet_loss
+        from coverid.model.losses import triplet_loss
 
         if self.mode == "pk":
             x, w = batch
@@ -187,7 +187,7 @@ class Trainer:
         return float(np.asarray(self.optimizer.learning_rate))
 
     def head_arrays(self) -> tuple[np.ndarray, float] | None:
-        from coverid.model import head_arrays
+        from coverid.model.encoders import head_arrays
 
         return head_arrays(self.head) if self.head is not None else None
 
@@ -196,10 +196,10 @@ class Trainer:
 
 def validation_map(trainer: Trainer, x: np.ndarray, work_id: np.ndarray, batch_size: int) -> float:
     """MAP of the val songs against each other (NaN when no val work has two versions)."""
-    from coverid.distance import pairwise
-    from coverid.embedder import embed_batches, make_embed_fn
-    from coverid.metrics import retrieval_metrics
-    from coverid.model import embedding_size
+    from coverid.eval.distance import pairwise
+    from coverid.model.embedder import embed_batches, make_embed_fn
+    from coverid.eval.metrics import retrieval_metrics
+    from coverid.model.encoders import embedding_size
 
     if len(x) < 2 or len(np.unique(work_id)) == len(work_id):
         return float("nan")
@@ -318,9 +318,9 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     """
     from tqdm import tqdm
 
-    from coverid.devices import setup_devices
-    from coverid.model import init_encoder
-    from coverid.pairs import batch_items, encode_labels, make_dataset
+    from coverid.train.devices import setup_devices
+    from coverid.model.encoders import init_encoder
+    from coverid.train.pairs import batch_items, encode_labels, make_dataset
 
     train = params["train"]
     seed = int(params["seed"])
@@ -383,7 +383,7 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
 
 def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, FeatureSet]:
     """(train, val) feature sets; a clear error when train is empty."""
-    from coverid.splits import split_mask
+    from coverid.data.splits import split_mask
 
     train_fs = fs.take(split_mask(fs.work_id, splits, "train"))
     val_fs = fs.take(split_mask(fs.work_id, splits, "val"))
@@ -395,8 +395,8 @@ def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, Feat
 def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any,
                     run_id: str | None) -> dict[str, Any]:
     """config.json of the model dir (COMMON contract)."""
-    from coverid.embedder import metric_for
-    from coverid.model import embedding_size
+    from coverid.model.embedder import metric_for
+    from coverid.model.encoders import embedding_size
 
     pre = params.get("preprocess", {})
     return {
@@ -452,12 +452,12 @@ def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
     write reports/train.json and the training curve. Returns the train.json metrics."""
     import mlflow
 
-    from coverid import paths
-    from coverid.devices import setup_devices
-    from coverid.embedder import log_mlflow_model, save_embedder
-    from coverid.splits import read_splits
-    from coverid.store import read_features
-    from coverid.tracking import stage_run
+    from coverid.core import paths
+    from coverid.train.devices import setup_devices
+    from coverid.model.embedder import log_mlflow_model, save_embedder
+    from coverid.data.splits import read_splits
+    from coverid.data.store import read_features
+    from coverid.core.tracking import stage_run
 
     model_dir = Path(model_dir or paths.MODEL_DIR)
     reports = Path(reports_dir or paths.REPORTS)

@@ -1,7 +1,7 @@
 """Classical cover song baselines on chroma: key-shifted banded DTW and essentia's Qmax.
 
 Both rank every test performance against a bounded, seeded set of queries and are scored
-with the same metric functions as the model (coverid.metrics).
+with the same metric functions as the model (coverid.eval.metrics).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from coverid.errors import CoveridError
-from coverid.metrics import query_stats, summarize
+from coverid.core.errors import CoveridError
+from coverid.eval.metrics import query_stats, summarize
 
 log = logging.getLogger(__name__)
 

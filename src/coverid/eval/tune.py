@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from coverid.config import params_hash
-from coverid.distance import paired
-from coverid.errors import CoveridError
-from coverid.expansion import select_expansion
-from coverid.metrics import ThresholdScorer, sample_pairs
+from coverid.core.config import params_hash
+from coverid.eval.distance import paired
+from coverid.core.errors import CoveridError
+from coverid.eval.expansion import select_expansion
+from coverid.eval.metrics import ThresholdScorer, sample_pairs
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _parent_run_id(params: dict[str, Any], train_run_id: str | None) -> str | No
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from coverid.tracking import setup
+    from coverid.core.tracking import setup
 
     setup(params)
     try:
@@ -149,7 +149,7 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
     under the training run) and return the threshold.json content."""
     import mlflow
 
-    from coverid.tracking import pipeline_tags, stage_run
+    from coverid.core.tracking import pipeline_tags, stage_run
 
     cfg, seed = params["tune"], int(params["seed"])
     emb = embedder.embed(features, batch_size=int(cfg["batch_size"]))

@@ -1,0 +1,1 @@
+"""Evaluation: distances, metrics, query expansion, threshold tuning, baselines, plots."""

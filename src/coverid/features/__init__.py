@@ -1,0 +1,1 @@
+"""Chroma features: essentia extraction, collection-wide parallel extraction, model-input transforms."""

@@ -1,0 +1,1 @@
+"""Encoders, their layers, losses and the saved-model wrapper (embedder)."""

@@ -1,0 +1,1 @@
+"""Training: tf.data sampling and augmentation, devices, the Lookahead optimiser, the fit loop."""
