@@ -33,10 +33,10 @@ def from_reports() -> dict[str, dict[str, Any]]:
 
 def recompute(params: dict[str, Any], n_queries: int, methods: list[str]) -> dict[str, Any]:
     """Time the model and the baselines on the test split of the processed features."""
-    from coverid.eval.baselines import distance_rows, select_queries, to_chroma
-    from coverid.model.embedder import load_embedder
     from coverid.data.splits import load_split
+    from coverid.eval.baselines import distance_rows, select_queries, to_chroma
     from coverid.eval.metrics import query_stats_from_embeddings, summarize
+    from coverid.model.embedder import load_embedder
 
     test = load_split(params, "test")
     embedder = load_embedder(paths.MODEL_DIR)

@@ -62,7 +62,7 @@ def generate(root: Path, n_files: int, mean_frames: int, seed: int = 0) -> tuple
 CHILD = """
 import json, resource, sys, logging
 logging.basicConfig(level=logging.WARNING)
-from coverid.data.datacos import preprocess_dir
+from coverid.data.sources import preprocess_dir
 from coverid.core.skips import SkipLog
 pcfg = json.loads(sys.argv[3]); skips = SkipLog()
 preprocess_dir(sys.argv[1], sys.argv[2], ["crema"], pcfg, skips)

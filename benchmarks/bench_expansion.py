@@ -50,11 +50,11 @@ def scores(dist: np.ndarray, work_id: np.ndarray, queries: np.ndarray) -> dict[s
 
 def main() -> None:
     """Print and record MAP with and without expansion for the model and for Qmax."""
+    from coverid.data.splits import load_split
     from coverid.eval.baselines import distance_rows, select_queries, to_chroma
     from coverid.eval.distance import pairwise
-    from coverid.model.embedder import load_embedder
     from coverid.eval.expansion import augment
-    from coverid.data.splits import load_split
+    from coverid.model.embedder import load_embedder
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--k", type=int, default=None, help="neighbours (default: the tuned k)")

@@ -114,13 +114,13 @@ def synth_song(path: Path, seconds: float, sr: int = 44100, seed: int = 0) -> No
 def bench_identify(params: dict[str, Any], n_index: int, work: Path) -> dict[str, Any]:
     """Time identify for one 4-minute song against `n_index` random embeddings."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from coverid.search import identify as ident
     from coverid.core.config import params_hash
-    from coverid.model.embedder import save_embedder
     from coverid.features.extract import compute_feature, load_audio
-    from coverid.search.index import Song, build_index, load_index
-    from coverid.model.encoders import build_encoder
     from coverid.features.transform import to_model_input
+    from coverid.model.embedder import save_embedder
+    from coverid.model.encoders import build_encoder
+    from coverid.search import identify as ident
+    from coverid.search.index import Song, build_index, load_index
 
     pre = params["preprocess"]
     song = work / "song.wav"

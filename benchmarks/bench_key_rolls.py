@@ -64,8 +64,8 @@ def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[
 
 def main() -> None:
     """Print and record validation and test retrieval for each key-roll setting."""
-    from coverid.model.embedder import Embedder, load_embedder
     from coverid.data.splits import load_split
+    from coverid.model.embedder import Embedder, load_embedder
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rolls", type=int, default=2, help="key signatures mixed (n > 1)")

@@ -30,10 +30,10 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
                    queries: np.ndarray | None) -> dict:
     """Train with `loss` and training seed `seed`; test MAP on all queries and on `queries`,
     without and with the query expansion picked on val as the tune stage does."""
-    from coverid.model.embedder import Embedder, metric_for
     from coverid.eval.evaluate import on_queries
     from coverid.eval.expansion import augment, select_expansion
     from coverid.eval.metrics import query_stats_from_embeddings, summarize
+    from coverid.model.embedder import Embedder, metric_for
     from coverid.train.fit import fit
 
     p = copy.deepcopy(params)
@@ -57,9 +57,9 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
 
 def main() -> None:
     """Print and record each loss's test MAP next to the baselines'."""
-    from coverid.eval.evaluate import baseline_queries, read_report
     from coverid.data.splits import read_splits, split_mask
     from coverid.data.store import read_features
+    from coverid.eval.evaluate import baseline_queries, read_report
     from coverid.train.fit import split_sets
 
     ap = argparse.ArgumentParser(description=__doc__)

@@ -27,9 +27,9 @@ OUT = Path("reports/bench/nuisance.json")
 
 def model_map(embedder, songs: list[np.ndarray], works: np.ndarray) -> float:
     """MAP of the model's embeddings of `songs` ((T, 12) each) among themselves."""
-    from coverid.search.identify import feature_config
     from coverid.eval.metrics import retrieval_metrics_from_embeddings
     from coverid.features.transform import to_model_input
+    from coverid.search.identify import feature_config
 
     fc = feature_config(embedder)  # the settings the model was trained with
     x = np.stack([to_model_input(s, fc["spect_len"], fc["max_frames"], fc["tile"])

@@ -49,7 +49,7 @@ def per_file(files: list[Path], pcfg: dict, reference_files: int) -> dict:
     """CPU seconds of decoding, numpy HPCP and essentia's HPCP loop, in this process."""
     from threadpoolctl import threadpool_limits
 
-    from coverid.features.extract import extract as F
+    from coverid.features import extract as F
 
     cfg = pcfg["audio"]
     sr = int(cfg["sample_rate"])
@@ -77,8 +77,8 @@ def per_file(files: list[Path], pcfg: dict, reference_files: int) -> dict:
 
 def end_to_end(audio_dir: Path, pcfg: dict, scheduler: str, workers: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and its worker processes) of extract_audio_dir."""
-    from coverid.features.collection import extract_audio_dir
     from coverid.core.skips import SkipLog
+    from coverid.features.collection import extract_audio_dir
 
     cfg = copy.deepcopy(pcfg)
     cfg.update({"scheduler": scheduler, "workers": workers})

@@ -30,8 +30,8 @@ def measure(params: dict, arch: str, loss: str, steps: int, pitch_pool: str | No
             n_songs: int = 120) -> dict:
     """Seconds per step and pairs per second for one arch and loss (and move pitch pooling)."""
     from coverid.train.devices import setup_devices
-    from coverid.train.pairs import batch_items, encode_labels, make_dataset
     from coverid.train.fit import Trainer, seed_everything
+    from coverid.train.pairs import batch_items, encode_labels, make_dataset
 
     params = copy.deepcopy(params)
     params["model"]["arch"] = arch

@@ -4,12 +4,12 @@ split, scored with the model's retrieval metrics; writes reports/baseline.json."
 from __future__ import annotations
 
 from coverid.core import paths
-from coverid.eval.baselines import run_baselines
 from coverid.core.config import load_params
-from coverid.data.splits import load_split
 from coverid.core.io import write_json
 from coverid.core.stage import stage_main
 from coverid.core.tracking import stage_run
+from coverid.data.splits import load_split
+from coverid.eval.baselines import run_baselines
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ def main() -> None:
                  retries=cfg["retries"], retry_wait_s=cfg["retry_wait_s"], timeout_s=cfg["timeout_s"],
                  keep_archives=cfg["keep_archives"])
     elif data["source"] == "audio":
-        from coverid.data.dataset import audio_manifest
         from coverid.core.io import write_json
+        from coverid.data.dataset import audio_manifest
 
         cfg = data["audio"]
         write_json(out / "manifest.json", audio_manifest(Path(cfg["dir"]), cfg["extensions"]))

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from coverid.core import paths
 from coverid.core.config import load_params
-from coverid.model.embedder import load_embedder
-from coverid.eval.evaluate import read_report, run_evaluation
-from coverid.data.splits import load_split
 from coverid.core.stage import stage_main
+from coverid.data.splits import load_split
+from coverid.eval.evaluate import read_report, run_evaluation
+from coverid.model.embedder import load_embedder
 
 
 def main() -> None:

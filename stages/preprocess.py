@@ -7,10 +7,10 @@ import logging
 
 from coverid.core import paths
 from coverid.core.config import load_params
-from coverid.features.collection import features_for_source
 from coverid.core.skips import SkipLog
-from coverid.data.splits import split_works, write_splits
 from coverid.core.stage import stage_main
+from coverid.data.sources import features_for_source
+from coverid.data.splits import split_works, write_splits
 from coverid.data.store import write_features
 
 SKIPPED = paths.REPORTS / "preprocess_skipped.json"

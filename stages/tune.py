@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from coverid.core import paths
 from coverid.core.config import load_params
-from coverid.model.embedder import load_embedder
-from coverid.data.splits import load_split
 from coverid.core.io import write_json
 from coverid.core.stage import stage_main
+from coverid.data.splits import load_split
 from coverid.eval.tune import tune_threshold
+from coverid.model.embedder import load_embedder
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ import logging
 from coverid.core import paths
 from coverid.core.config import load_params
 from coverid.core.io import write_json
-from coverid.data.splits import read_splits
 from coverid.core.stage import stage_main
+from coverid.data.splits import read_splits
 from coverid.data.store import read_features
 from coverid.data.validation import validate_features
 

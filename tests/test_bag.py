@@ -5,12 +5,21 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from coverid.model.bag import (BagNormalize, KeyRolls, MixRolls, NgramCounts,  # noqa: E402
-                         PatchCodes, TimeStretch, init_codebook, spherical_kmeans, windows)
 from coverid.core.errors import CoveridError  # noqa: E402
+from coverid.features.transform import tile_pitch  # noqa: E402
+from coverid.model.bag import (  # noqa: E402
+    BagNormalize,
+    KeyRolls,
+    MixRolls,
+    NgramCounts,
+    PatchCodes,
+    TimeStretch,
+    init_codebook,
+    spherical_kmeans,
+    windows,
+)
 from coverid.model.encoders import build_encoder  # noqa: E402
 from coverid.model.layers import DIATONIC, KEY_SIGNATURES, KeyRoll  # noqa: E402
-from coverid.features.transform import tile_pitch  # noqa: E402
 
 BAG = {"arch": "bag", "bag": {"downsample": 2, "patch": 3, "codes": 4, "sharpness": 20.0,
                               "lags": [2], "unigrams": True, "tempo_factors": [0.9, 1.0, 1.2],

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_feature_set
 
+from coverid.core.errors import CoveridError
 from coverid.eval.baselines import (
     Qmax,
     band_mask,
@@ -16,7 +17,6 @@ from coverid.eval.baselines import (
     select_queries,
     to_chroma,
 )
-from coverid.core.errors import CoveridError
 from coverid.features.transform import resize_time
 
 QMAX_CFG = {"frame_stack_size": 9, "frame_stack_stride": 1, "binarize_percentile": 0.095,

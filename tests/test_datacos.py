@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
-from coverid.data import datacos
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.skips import SkipLog
+from coverid.data import datacos, sources
 
 WORKS = {"W_1": ["P_10", "P_11"], "W_2": ["P_20", "P_21", "P_22"], "W_3": ["P_30"]}
 
@@ -302,7 +302,7 @@ def test_preprocess_dir_one_feature(tmp_path):
     stray.parent.mkdir()
     stray.write_bytes((folder / "W_1_crema" / "P_10_crema.h5").read_bytes())
     skips = SkipLog()
-    written = datacos.preprocess_dir(data, tmp_path / "out", ["crema"], PCFG, skips)
+    written = sources.preprocess_dir(data, tmp_path / "out", ["crema"], PCFG, skips)
     assert written == [tmp_path / "out" / "benchmark.h5"]
 
     fs = read_features(written[0])
@@ -325,7 +325,7 @@ def test_preprocess_dir_several_features_and_subsets(tmp_path):
     make_tree(data, feature="crema")
     make_tree(data, feature="chroma_cens")
     make_tree(data, subset="coveranalysis", feature="crema", works={"W_7": ["P_70", "P_71"]})
-    written = datacos.preprocess_dir(data, tmp_path / "out", ["crema", "chroma_cens"], PCFG)
+    written = sources.preprocess_dir(data, tmp_path / "out", ["crema", "chroma_cens"], PCFG)
     assert [p.name for p in written] == ["benchmark_crema.h5", "benchmark_chroma_cens.h5",
                                          "coveranalysis_crema.h5"]
 
@@ -342,7 +342,7 @@ def test_preprocess_single_files_variant(tmp_path):
             for k in ("chroma_cens", "crema", "hpcp"):
                 f[k] = x
             f.create_group("key_extractor").attrs["key"] = "C"
-    (written,) = datacos.preprocess_dir(data, tmp_path / "out", ["hpcp"], PCFG)
+    (written,) = sources.preprocess_dir(data, tmp_path / "out", ["hpcp"], PCFG)
     assert written.name == "coveranalysis.h5"
     assert list(read_features(written).perf_id) == ["P_1", "P_2", "P_3"]
 
@@ -352,7 +352,7 @@ def test_preprocess_dir_failure_budget_and_missing(tmp_path):
     folder = make_tree(data, works={"W_1": ["P_10", "P_11"]})
     (folder / "W_1_crema" / "P_11_crema.h5").write_bytes(b"garbage")
     with pytest.raises(CoveridError, match=r"1 of 2 inputs failed .*P_11_crema.h5: not a readable"):
-        datacos.preprocess_dir(data, tmp_path / "out", ["crema"], {**PCFG, "max_failed_fraction": 0.1})
+        sources.preprocess_dir(data, tmp_path / "out", ["crema"], {**PCFG, "max_failed_fraction": 0.1})
     assert not (tmp_path / "out" / "benchmark.h5").exists()
     with pytest.raises(CoveridError, match="no Da-TACOS feature folder found"):
-        datacos.preprocess_dir(data, tmp_path / "out", ["hpcp"], PCFG)
+        sources.preprocess_dir(data, tmp_path / "out", ["hpcp"], PCFG)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from coverid.data import dataset
 from coverid.cli import main
+from coverid.data import dataset
 from coverid.data.store import FeatureSet, write_features
 
 META = {

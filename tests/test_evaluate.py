@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from conftest import FakeEmbedder, make_feature_set
 
-from coverid.eval.distance import pairwise
 from coverid.core.errors import BadInputError, CoveridError
-from coverid.eval.expansion import augment
+from coverid.eval.distance import pairwise
 from coverid.eval.evaluate import (
     METRIC_KEYS,
     compare,
@@ -21,6 +20,7 @@ from coverid.eval.evaluate import (
     read_report,
     run_evaluation,
 )
+from coverid.eval.expansion import augment
 from coverid.eval.metrics import retrieval_metrics
 
 mlflow = pytest.importorskip("mlflow")
@@ -102,8 +102,8 @@ def test_read_report(tmp_path):
 
 
 def test_run_evaluation_writes_reports_and_logs(params, tmp_path):
-    from coverid.eval.baselines import select_queries
     from coverid.core.tracking import stage_run
+    from coverid.eval.baselines import select_queries
 
     with stage_run("train", params) as train:
         pass
@@ -139,7 +139,7 @@ def test_run_evaluation_writes_reports_and_logs(params, tmp_path):
 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(params["mlflow"]["experiment"])
-    query = (f"tags.`coverid.core.stage` = 'evaluate' and "
+    query = (f"tags.`coverid.stage` = 'evaluate' and "
              f"tags.`coverid.train_run_id` = '{train.info.run_id}'")
     [ev_run] = client.search_runs([exp.experiment_id], query)
     assert ev_run.data.metrics["map"] == pytest.approx(metrics["map"])

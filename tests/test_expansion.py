@@ -5,7 +5,14 @@ import pytest
 from conftest import chains
 
 from coverid.core.errors import CoveridError
-from coverid.eval.expansion import augment, check_expansion, expand, nearest, select_expansion, unit
+from coverid.eval.expansion import (
+    augment,
+    check_expansion,
+    expand,
+    nearest,
+    select_expansion,
+    unit,
+)
 from coverid.eval.metrics import retrieval_metrics_from_embeddings
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from coverid.features.extract import extract as F
 from coverid.core.errors import BadInputError, CoveridError
+from coverid.features import extract as F
 from coverid.features.collection import DEFAULT_PREPROCESS
 
 SR = 44100

@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_index import (DIM, ICFG, FakeEmbedder, fake_features, fake_open_model,
-                        features_interrupted_at, make_audio_dir, write_song)
+from test_index import (
+    DIM,
+    ICFG,
+    FakeEmbedder,
+    fake_features,
+    fake_open_model,
+    features_interrupted_at,
+    make_audio_dir,
+    write_song,
+)
 
 import coverid.search.identify as ident
 from coverid.cli import main
@@ -180,9 +188,9 @@ def test_real_encoder_and_essentia_end_to_end(tmp_path, monkeypatch, capsys):
     """A tiny real Keras encoder (save_embedder) and real essentia HPCP on generated WAVs."""
     import soundfile as sf
 
+    from coverid.features.collection import with_defaults
     from coverid.model.embedder import save_embedder
     from coverid.model.encoders import move_encoder
-    from coverid.features.collection import with_defaults
 
     monkeypatch.chdir(tmp_path)
     sr, t = 44100, np.arange(int(44100 * 2.5)) / 44100

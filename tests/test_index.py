@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import coverid.search.identify as ident
-from coverid.eval.distance import pairwise
 from coverid.core.errors import BadInputError, CoveridError
+from coverid.eval.distance import pairwise
 from coverid.search.index import Song, build_index, candidate_space, load_index
 
 ICFG = {"exact_max": 1000, "approx": "pqfs", "pq_dims": 2, "train_max": 1000, "candidates": 1000,

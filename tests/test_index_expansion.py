@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import chains
 
-from coverid.eval.distance import pairwise
 from coverid.core.errors import BadInputError
+from coverid.eval.distance import pairwise
 from coverid.eval.expansion import augment, unit
 from coverid.search.index import EXPANDED_FILE, Song, add_songs, build_index, load_index
 

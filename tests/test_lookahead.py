@@ -6,7 +6,12 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from coverid.train.lookahead import Lookahead, WarmupDecay, make_optimizer, warmup_decay_np  # noqa: E402
+from coverid.train.lookahead import (  # noqa: E402
+    Lookahead,
+    WarmupDecay,
+    make_optimizer,
+    warmup_decay_np,
+)
 
 A = np.array([[2.0, 0.5], [0.5, 1.0]])
 B = np.array([1.0, -2.0])

@@ -7,12 +7,18 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from coverid.eval.distance import paired  # noqa: E402
-from coverid.model.embedder import Embedder, load_embedder, save_embedder  # noqa: E402
 from coverid.core.errors import BadInputError, CoveridError  # noqa: E402
-from coverid.model.encoders import (build_encoder, build_head, head_arrays, head_logits,  # noqa: E402
-                           min_length_seed, seed_encoder)
+from coverid.eval.distance import paired  # noqa: E402
 from coverid.features.transform import tile_pitch  # noqa: E402
+from coverid.model.embedder import Embedder, load_embedder, save_embedder  # noqa: E402
+from coverid.model.encoders import (  # noqa: E402
+    build_encoder,
+    build_head,
+    head_arrays,
+    head_logits,
+    min_length_seed,
+    seed_encoder,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from coverid.train import pairs as P  # noqa: E402
 from coverid.core.errors import CoveridError  # noqa: E402
 from coverid.features.transform import tile_pitch  # noqa: E402
+from coverid.train import pairs as P  # noqa: E402
 
 # works 0..3 with 3 versions, then two noise songs (works 4, 5)
 LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 5], np.int32)

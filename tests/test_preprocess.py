@@ -14,12 +14,17 @@ import soundfile as sf
 import yaml
 
 from coverid.cli import main as cli_main
-from coverid.data.audio_dir import scan_audio_dir
 from coverid.core.errors import BadInputError, CoveridError
-from coverid.features.collection import DEFAULT_PREPROCESS, build_feature_set, extract_audio_dir, with_defaults
 from coverid.core.skips import SkipLog
+from coverid.data.audio_dir import scan_audio_dir
 from coverid.data.splits import read_splits
 from coverid.data.store import read_features
+from coverid.features.collection import (
+    DEFAULT_PREPROCESS,
+    build_feature_set,
+    extract_audio_dir,
+    with_defaults,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 44100

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from coverid.data import synth
 from coverid.core.errors import CoveridError
+from coverid.data import synth
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 SR = 22050

@@ -10,11 +10,12 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from conftest import make_feature_set  # noqa: E402
+
 from coverid.core.config import load_params  # noqa: E402
-from coverid.train.devices import DeviceSetup, choose_strategy  # noqa: E402
 from coverid.core.errors import CoveridError  # noqa: E402
-from coverid.train.pairs import encode_labels, make_dataset  # noqa: E402
+from coverid.train.devices import DeviceSetup, choose_strategy  # noqa: E402
 from coverid.train.fit import Trainer, fit, write_curve  # noqa: E402
+from coverid.train.pairs import encode_labels, make_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 L = 24
@@ -205,9 +206,9 @@ def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
     import mlflow
 
     from coverid.core import paths
-    from coverid.model.embedder import load_embedder
     from coverid.data.splits import write_splits
     from coverid.data.store import write_features
+    from coverid.model.embedder import load_embedder
     from coverid.train.fit import run_stage
 
     monkeypatch.chdir(tmp_path)

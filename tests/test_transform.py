@@ -1,6 +1,11 @@
 import numpy as np
 
-from coverid.features.transform import crop_or_wrap, resize_time, tile_pitch, to_model_input
+from coverid.features.transform import (
+    crop_or_wrap,
+    resize_time,
+    tile_pitch,
+    to_model_input,
+)
 
 
 def test_resize_area_preserves_mean_and_averages_blocks():

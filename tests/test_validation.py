@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import make_feature_set
-from coverid.data import validation
+
 from coverid.core.errors import CoveridError
-from coverid.data.splits import write_splits
 from coverid.core.stage import stage_main
+from coverid.data import validation
+from coverid.data.splits import write_splits
 from coverid.data.store import write_features
 
 ROOT = Path(__file__).resolve().parents[1]

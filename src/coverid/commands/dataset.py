@@ -47,8 +47,8 @@ def _params(args: argparse.Namespace) -> dict:
 
 def _metadata(args: argparse.Namespace, required: bool = True):
     """The metadata of --metadata or of params' data source; None when optional and absent."""
-    from coverid.data import dataset
     from coverid.core.errors import CoveridError
+    from coverid.data import dataset
 
     if args.metadata:
         return dataset.load_metadata(args.metadata)
@@ -107,8 +107,8 @@ def _search(args: argparse.Namespace) -> int:
 
 def _covers(args: argparse.Namespace) -> int:
     """Write the cover map."""
-    from coverid.data import dataset
     from coverid.core.io import write_json
+    from coverid.data import dataset
 
     covers = dataset.cover_map(_metadata(args))
     write_json(args.out, covers)

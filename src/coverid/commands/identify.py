@@ -26,7 +26,12 @@ def _run(args: argparse.Namespace) -> int:
     import logging
 
     from coverid.core.errors import CoveridError
-    from coverid.search.identify import check_files_exist, identify, open_for_search, resolve_threshold
+    from coverid.search.identify import (
+        check_files_exist,
+        identify,
+        open_for_search,
+        resolve_threshold,
+    )
 
     if args.k < 1:
         raise CoveridError(f"-k must be at least 1, got {args.k}")

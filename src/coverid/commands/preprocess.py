@@ -75,9 +75,9 @@ def _settings(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def _from_audio_dir(args: argparse.Namespace) -> int:
     """Extract features of an audio folder and write them."""
-    from coverid.features.collection import extract_audio_dir_features
     from coverid.core.skips import SkipLog
     from coverid.data.store import write_features
+    from coverid.features.collection import extract_audio_dir_features
 
     params, pcfg = _settings(args)
     features = list(dict.fromkeys(args.features or [pcfg["feature"]]))
@@ -99,8 +99,8 @@ def _from_audio_dir(args: argparse.Namespace) -> int:
 
 def _da_tacos(args: argparse.Namespace) -> int:
     """Resize the Da-TACOS features found under --data-dir and write them."""
-    from coverid.data.datacos import preprocess_dir
     from coverid.core.skips import SkipLog
+    from coverid.data.sources import preprocess_dir
 
     params, pcfg = _settings(args)
     out_dir = args.out_dir or Path(params.get("data", {}).get("processed_dir", "data/processed"))

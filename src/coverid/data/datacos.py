@@ -395,39 +395,3 @@ def _metadata_pairs(path: Path) -> set[tuple[str, str]] | None:
     if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
         raise BadInputError(path, "expected {work_id: {perf_id: {...}}}")
     return {(w, p) for w, perfs in meta.items() for p in perfs}
-
-
-def load_subset(data_dir: str | Path, subset: str, feature: str, pcfg: dict[str, Any],
-                skips: SkipLog) -> Any:
-    """One subset's features as a FeatureSet (source "datacos"); bad files are skipped."""
-    from coverid.features.collection import build_feature_set
-
-    items = list_items(Path(data_dir), subset, feature, skips)
-    if not items:
-        raise CoveridError(f"{source_dir(Path(data_dir), subset, feature)}: no usable W_*/P_*.h5 files")
-    return build_feature_set(items, partial(read_feature_h5, feature=feature), pcfg,
-                             source="datacos", feature=feature, skips=skips)
-
-
-def preprocess_dir(data_dir: str | Path, out_dir: str | Path, features: list[str],
-                   pcfg: dict[str, Any], skips: SkipLog | None = None) -> list[Path]:
-    """Preprocess every subset found under `data_dir`: OUT/<subset>.h5 for one feature,
-    OUT/<subset>_<feature>.h5 for several; fails when too many files are bad."""
-    from coverid.data.store import write_features
-
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    skips = skips if skips is not None else SkipLog()
-    found = [(s, f) for s in SUBSETS for f in features if source_dir(data_dir, s, f)]
-    if not found:
-        wanted = ", ".join(feature_dir(data_dir, s, f).name for s in SUBSETS for f in features)
-        raise CoveridError(f"{data_dir}: no Da-TACOS feature folder found (looked for {wanted} "
-                           "and da-tacos_<subset>_subset_single_files)")
-    written = []
-    for subset, feature in found:
-        fs = load_subset(data_dir, subset, feature, pcfg, skips)
-        skips.check(pcfg["max_failed_fraction"])
-        path = out_dir / (f"{subset}.h5" if len(features) == 1 else f"{subset}_{feature}.h5")
-        write_features(path, fs)
-        log.info("%s: %d performances of %d works", path, len(fs), len(set(fs.work_id)))
-        written.append(path)
-    return written

@@ -15,6 +15,9 @@ import numpy as np
 
 from coverid.core import paths
 from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.io import atomic_path
+from coverid.data.datacos import metadata_file
+from coverid.data.store import read_features
 
 Metadata = dict[str, dict[str, dict[str, Any]]]
 TEXT_FIELDS = ("work_title", "work_artist", "perf_title", "perf_artist")
@@ -24,7 +27,6 @@ def default_metadata_path(params: dict[str, Any]) -> Path:
     """The metadata JSON of params' data.source (synth, datacos subset, or the audio folder)."""
     data = params["data"]
     if data["source"] == "datacos":
-        from coverid.data.datacos import metadata_file
 
         return metadata_file(paths.raw_dir(params), data["datacos"]["subset"])
     if data["source"] == "audio":
@@ -134,8 +136,6 @@ def find_performance(meta: Metadata | None, perf_id: str) -> dict[str, Any] | No
 
 def lengths_seconds(features_file: str | Path) -> np.ndarray:
     """Original durations (s) of the performances in a processed feature file."""
-    from coverid.data.store import read_features
-
     fs = read_features(features_file)
     return fs.length_frames / fs.frame_rate_hz
 
@@ -147,9 +147,6 @@ def plot_chromagram(features_file: str | Path, perf_id: str, out: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from coverid.core.io import atomic_path
-    from coverid.data.store import read_features
 
     fs = read_features(features_file)
     hit = np.flatnonzero(fs.perf_id == perf_id)

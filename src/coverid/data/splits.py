@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from coverid.core import paths
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import read_json, write_json
-
-if TYPE_CHECKING:
-    from coverid.data.store import FeatureSet
+from coverid.data.store import FeatureSet, read_features
 
 SPLITS = ("train", "val", "test")
 
@@ -56,9 +55,6 @@ def split_mask(work_id: np.ndarray, splits: dict[str, str], name: str) -> np.nda
 
 def load_split(params: dict[str, Any], name: str) -> FeatureSet:
     """The rows of the processed feature file whose work is in split `name`."""
-    from coverid.core import paths
-    from coverid.data.store import read_features
-
     fs = read_features(paths.processed_file(params))
     mask = split_mask(fs.work_id, read_splits(paths.splits_file(params)), name)
     if not mask.any():

@@ -19,6 +19,7 @@ import numpy as np
 
 from coverid.core.errors import CoveridError
 from coverid.core.io import atomic_dir, write_json
+from coverid.features.extract import compute_hpcp
 
 log = logging.getLogger(__name__)
 
@@ -594,8 +595,6 @@ def _aspect_features(job: tuple[int, str | None], cfg: dict[str, Any], pcfg: dic
                      seed: int) -> np.ndarray:
     """HPCP (T, 12) of nuisance work i's reference version (aspect None) or of its version that
     differs from the reference in one aspect ("all": in every aspect)."""
-    from coverid.features.extract import compute_hpcp
-
     i, aspect = job
     index = NUISANCE_INDEX + i
     work = make_work(song_rng(seed, WORK, index, 0), cfg)

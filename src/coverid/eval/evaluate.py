@@ -12,9 +12,13 @@ from typing import Any
 import numpy as np
 
 from coverid.core import paths
-from coverid.eval.distance import paired
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import atomic_path, write_json, write_text
+from coverid.core.tracking import stage_run
+from coverid.data.store import FeatureSet
+from coverid.eval import plots
+from coverid.eval.baselines import select_queries
+from coverid.eval.distance import paired
 from coverid.eval.expansion import augment, check_expansion
 from coverid.eval.metrics import (
     pr_curve,
@@ -24,7 +28,6 @@ from coverid.eval.metrics import (
     summarize,
     verification_metrics,
 )
-from coverid.data.store import FeatureSet
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +88,6 @@ def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
 
 def write_plots(ev: Evaluation, plot_dir: str | Path = PLOT_DIR) -> list[Path]:
     """distances.png, roc.png + roc.csv, pr.png + pr.csv, ap_hist.png under `plot_dir`."""
-    from coverid.eval import plots
-
     plot_dir = Path(plot_dir)
     m = ev.metrics
     fpr, tpr, _ = roc_curve(ev.pair_dist, ev.pair_labels)
@@ -152,8 +153,6 @@ def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray, n_candidates: 
 def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
                       baseline: dict[str, dict[str, Any]]) -> np.ndarray | None:
     """The queries the baseline stage used (same selection, seed and split), if consistent."""
-    from coverid.eval.baselines import select_queries
-
     if not baseline:
         return None
     cfg = params.get("baseline", {})
@@ -204,8 +203,6 @@ def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
     """Evaluate `embedder` on the test rows; write metrics.json, eval/embeddings.npz, the
     plots, compare.json/.md under `reports`; log them to MLflow; return the metrics."""
     import mlflow
-
-    from coverid.core.tracking import stage_run
 
     cfg, reports = params["evaluate"], Path(reports)
     metric = threshold["metric"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from coverid.core.errors import CoveridError
+from coverid.eval.metrics import retrieval_metrics_from_embeddings
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -81,8 +82,6 @@ def select_expansion(emb: np.ndarray, work_id: np.ndarray, metric: str,
                      ) -> dict[str, Any]:
     """The (k, alpha) of `grid` with the best retrieval MAP on (validation) embeddings;
     ties go to the smaller k, then the smaller alpha. k = 0 is the plain ranking."""
-    from coverid.eval.metrics import retrieval_metrics_from_embeddings
-
     plain = retrieval_metrics_from_embeddings(emb, work_id, metric, head)["map"]
     best = {"k": 0, "alpha": 0.0, "map": plain}
     if metric in ("euclidean", "cosine"):

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from coverid.eval.distance import pairwise
+
 TOP_K = 10
 
 
@@ -158,8 +160,6 @@ def retrieval_metrics(dist: np.ndarray, work_id: np.ndarray, query_mask: np.ndar
 def distance_chunks(emb: np.ndarray, metric: str, head: tuple[np.ndarray, float] | None,
                     rows: np.ndarray, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (row indices, distance rows vs all of `emb`) in chunks of `chunk_size` rows."""
-    from coverid.eval.distance import pairwise
-
     for start in range(0, len(rows), chunk_size):
         idx = rows[start:start + chunk_size]
         yield idx, pairwise(emb[idx], emb, metric, head)

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from coverid.core.config import params_hash
-from coverid.eval.distance import paired
 from coverid.core.errors import CoveridError
+from coverid.core.tracking import pipeline_tags, setup, stage_run
+from coverid.eval.distance import paired
 from coverid.eval.expansion import select_expansion
 from coverid.eval.metrics import ThresholdScorer, sample_pairs
 
@@ -131,8 +132,6 @@ def _parent_run_id(params: dict[str, Any], train_run_id: str | None) -> str | No
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from coverid.core.tracking import setup
-
     setup(params)
     try:
         mlflow.MlflowClient().get_run(train_run_id)
@@ -148,8 +147,6 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
     """Embed the validation split, run the study (trials logged to MLflow as runs nested
     under the training run) and return the threshold.json content."""
     import mlflow
-
-    from coverid.core.tracking import pipeline_tags, stage_run
 
     cfg, seed = params["tune"], int(params["seed"])
     emb = embedder.embed(features, batch_size=int(cfg["batch_size"]))

@@ -16,7 +16,9 @@ import numpy as np
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.skips import SkipLog
+from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
 from coverid.data.store import FeatureSet
+from coverid.features.extract import FEATURES, extract_features
 from coverid.features.transform import to_model_input
 
 log = logging.getLogger(__name__)
@@ -240,8 +242,6 @@ class _single_thread_blas:
 def _load_audio_features(path: Path, pcfg: dict[str, Any], features: tuple[str, ...],
                          extensions: list[str] | None) -> dict[str, np.ndarray]:
     """load_fn for audio files: decode once, compute every feature (essentia loads in the worker)."""
-    from coverid.features.extract import extract_features
-
     return extract_features(path, pcfg, features, extensions)
 
 
@@ -255,9 +255,6 @@ def extract_audio_dir(audio_dir: str | Path, pcfg: dict[str, Any], source: str, 
 def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], source: str, skips: SkipLog,
                                features: list[str], extensions: list[str] | None = None) -> dict[str, FeatureSet]:
     """extract_audio_dir for several features at once (each file is decoded once)."""
-    from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
-    from coverid.features.extract import FEATURES
-
     for feature in features:
         if feature not in FEATURES:
             raise CoveridError(f"feature {feature!r} cannot be computed from audio "
@@ -273,24 +270,3 @@ def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], sour
         raise CoveridError(f"{audio_dir}: no usable audio files")
     load = partial(_load_audio_features, pcfg=pcfg, features=tuple(features), extensions=extensions)
     return build_feature_sets(items, load, pcfg, source, features, skips)
-
-
-def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
-    """The pipeline's FeatureSet for params' data.source (synth, audio or datacos)."""
-    from coverid.core import paths
-
-    data, pcfg = params["data"], params["preprocess"]
-    source = data["source"]
-    if source in ("synth", "audio"):
-        audio_dir = paths.raw_dir(params) if source == "synth" else Path(data["audio"]["dir"])
-        extensions = data.get("audio", {}).get("extensions")
-        return extract_audio_dir(audio_dir, pcfg, source, skips, extensions=extensions)
-    if source == "datacos":
-        from coverid.data.datacos import load_subset
-
-        cfg = data["datacos"]
-        if pcfg["feature"] not in cfg["features"]:
-            raise CoveridError(f"preprocess.feature {pcfg['feature']!r} is not among the downloaded "
-                               f"data.datacos.features {cfg['features']}")
-        return load_subset(paths.raw_dir(params), cfg["subset"], pcfg["feature"], pcfg, skips)
-    raise CoveridError(f"data.source: unknown source {source!r} (synth | datacos | audio)")

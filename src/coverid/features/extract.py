@@ -372,9 +372,7 @@ def extract_features(path: str | Path, pcfg: dict[str, Any], features: list[str]
     `pcfg` is the whole `preprocess` params section; `extensions`, when given, are the only
     file extensions accepted.
     """
-    from coverid.features.collection import with_defaults  # older configs may lack newer keys
-
-    cfg = with_defaults(pcfg)["audio"]
+    cfg = pcfg["audio"]
     for feature in features:
         if feature not in FEATURES:
             raise CoveridError(f"unknown audio feature {feature!r} (choose from {', '.join(FEATURES)})")

@@ -21,6 +21,9 @@ import numpy as np
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import atomic_dir
+from coverid.model import (
+    encoders,  # noqa: F401  (registers the custom layers for deserialisation)
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +113,6 @@ def load_embedder(model: str | Path) -> Embedder:
 def _load_dir(model_dir: Path) -> Embedder:
     """Read a model dir; BadInputError naming the problem when it is missing or corrupt."""
     import keras
-
-    import coverid.model.bag  # noqa: F401  (registers the custom layers for deserialisation)
-    import coverid.model.encoders  # noqa: F401
 
     if not model_dir.is_dir():
         raise BadInputError(model_dir, "model directory not found")

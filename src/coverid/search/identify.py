@@ -29,13 +29,26 @@ from typing import Any
 import numpy as np
 
 from coverid.core.config import params_hash
-from coverid.eval.distance import paired
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import read_json
-from coverid.search.index import Hit, Song, SongIndex, add_songs, build_index, check_compatible, load_index
 from coverid.core.paths import REPORTS
 from coverid.core.skips import SkipLog
+from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
+from coverid.data.store import read_features
+from coverid.eval.distance import paired
+from coverid.features.collection import build_feature_set, with_defaults
+from coverid.features.extract import extract_file
 from coverid.features.transform import to_model_input
+from coverid.model.embedder import load_embedder
+from coverid.search.index import (
+    Hit,
+    Song,
+    SongIndex,
+    add_songs,
+    build_index,
+    check_compatible,
+    load_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +62,6 @@ _PROBE_SEED = 1234  # fixed input whose embedding fingerprints the model's weigh
 
 def open_model(model: str | Path) -> Any:
     """Load an embedder from a model dir or an MLflow model URI."""
-    from coverid.model.embedder import load_embedder
-
     return load_embedder(model)
 
 
@@ -98,15 +109,11 @@ def probe_input(fc: dict[str, Any]) -> np.ndarray:
 
 def load_features(path: str | Path, pcfg: dict[str, Any], feature: str) -> np.ndarray:
     """(T, 12) features of one audio file (essentia decode + chroma)."""
-    from coverid.features.extract import extract_file
-
     return extract_file(path, pcfg, feature)
 
 
 def preprocess_config(embedder: Any) -> dict[str, Any]:
     """The model's preprocess section (defaults filled in) with its feature, length, tiling, crop."""
-    from coverid.features.collection import with_defaults
-
     cfg = embedder.config
     try:
         top = {"feature": str(cfg["feature"]), "spect_len": int(cfg["spect_len"]), "tile": bool(cfg["tile"]),
@@ -176,9 +183,6 @@ def songs_from_audio_dir(audio_dir: str | Path, embedder: Any,
     """Extract (in parallel, per the model's preprocess workers/scheduler) and embed every
     performance of an audio folder; unusable files are skipped and recorded, up to the
     model's preprocess.max_failed_fraction."""
-    from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
-    from coverid.features.collection import build_feature_set
-
     pcfg = preprocess_config(embedder)
     feature = pcfg["feature"]
     scanned = scan_audio_dir(audio_dir, pcfg["audio"].get("extensions") or AUDIO_EXTENSIONS)
@@ -219,8 +223,6 @@ def _apply_metadata(song: Song, extra: dict[str, dict[str, Any]]) -> None:
 def songs_from_features(h5: str | Path, embedder: Any,
                         metadata: str | Path | None = None) -> tuple[list[Song], np.ndarray]:
     """Embed every row of a processed feature file (SPEC section 3)."""
-    from coverid.data.store import read_features
-
     fc = feature_config(embedder)
     fs = read_features(h5, fc["feature"]) if _has_feature(h5, fc["feature"]) else read_features(h5)
     check_feature_file(h5, fs, fc)

@@ -45,10 +45,9 @@ from typing import Any
 import numpy as np
 
 from coverid import __version__
-
 from coverid.core import io
-from coverid.eval.distance import pairwise
 from coverid.core.errors import BadInputError, CoveridError
+from coverid.eval.distance import pairwise
 from coverid.eval.expansion import check_expansion, expand, unit
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,34 @@ from typing import Any
 
 import numpy as np
 
+from coverid.core import paths
 from coverid.core.config import params_hash
 from coverid.core.errors import CoveridError
 from coverid.core.io import atomic_path, write_json, write_text
-from coverid.data.store import FeatureSet
+from coverid.core.tracking import stage_run
+from coverid.data.splits import read_splits, split_mask
+from coverid.data.store import FeatureSet, read_features
+from coverid.eval.distance import pairwise
+from coverid.eval.metrics import retrieval_metrics
+from coverid.model.embedder import (
+    embed_batches,
+    log_mlflow_model,
+    make_embed_fn,
+    metric_for,
+    save_embedder,
+)
+from coverid.model.encoders import (
+    build_encoder,
+    build_head,
+    embedding_size,
+    head_arrays,
+    head_logits,
+    init_encoder,
+)
+from coverid.model.losses import bce_loss, contrastive_loss, euclidean, triplet_loss
+from coverid.train.devices import setup_devices
+from coverid.train.lookahead import make_optimizer
+from coverid.train.pairs import batch_items, encode_labels, make_dataset, mode_for
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +93,6 @@ class Trainer:
     def __init__(self, params: dict[str, Any], input_shape: tuple[int, int], setup: Any) -> None:
         import tensorflow as tf
 
-        from coverid.train.lookahead import make_optimizer
-        from coverid.model.encoders import build_encoder, build_head, embedding_size
-        from coverid.train.pairs import mode_for
-
         self.params = params
         self.train = params["train"]
         self.setup = setup
@@ -108,8 +128,6 @@ class Trainer:
 
     # -- losses
     def _pair_loss(self, y, e1, e2):
-        from coverid.model.losses import bce_loss, contrastive_loss, euclidean
-        from coverid.model.encoders import head_logits
 
         if self.loss_name == "bce":
             return bce_loss(y, head_logits(self.head, e1, e2))
@@ -127,8 +145,6 @@ class Trainer:
     def loss(self, batch, training: bool = True):
         """The batch loss for this run's mode and loss."""
         from keras import ops
-
-        from coverid.model.losses import triplet_loss
 
         if self.mode == "pk":
             x, w = batch
@@ -187,7 +203,6 @@ class Trainer:
         return float(np.asarray(self.optimizer.learning_rate))
 
     def head_arrays(self) -> tuple[np.ndarray, float] | None:
-        from coverid.model.encoders import head_arrays
 
         return head_arrays(self.head) if self.head is not None else None
 
@@ -196,11 +211,6 @@ class Trainer:
 
 def validation_map(trainer: Trainer, x: np.ndarray, work_id: np.ndarray, batch_size: int) -> float:
     """MAP of the val songs against each other (NaN when no val work has two versions)."""
-    from coverid.eval.distance import pairwise
-    from coverid.model.embedder import embed_batches, make_embed_fn
-    from coverid.eval.metrics import retrieval_metrics
-    from coverid.model.encoders import embedding_size
-
     if len(x) < 2 or len(np.unique(work_id)) == len(work_id):
         return float("nan")
     fn = getattr(trainer, "_embed_fn", None) or make_embed_fn(trainer.encoder)
@@ -318,10 +328,6 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     """
     from tqdm import tqdm
 
-    from coverid.train.devices import setup_devices
-    from coverid.model.encoders import init_encoder
-    from coverid.train.pairs import batch_items, encode_labels, make_dataset
-
     train = params["train"]
     seed = int(params["seed"])
     setup = setup or setup_devices(train)
@@ -383,8 +389,6 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
 
 def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, FeatureSet]:
     """(train, val) feature sets; a clear error when train is empty."""
-    from coverid.data.splits import split_mask
-
     train_fs = fs.take(split_mask(fs.work_id, splits, "train"))
     val_fs = fs.take(split_mask(fs.work_id, splits, "val"))
     if len(train_fs) == 0:
@@ -395,9 +399,6 @@ def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, Feat
 def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any,
                     run_id: str | None) -> dict[str, Any]:
     """config.json of the model dir (COMMON contract)."""
-    from coverid.model.embedder import metric_for
-    from coverid.model.encoders import embedding_size
-
     pre = params.get("preprocess", {})
     return {
         "arch": params["model"]["arch"],
@@ -451,13 +452,6 @@ def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
     """The train stage: read features and splits, fit, save the model dir, log to MLflow,
     write reports/train.json and the training curve. Returns the train.json metrics."""
     import mlflow
-
-    from coverid.core import paths
-    from coverid.train.devices import setup_devices
-    from coverid.model.embedder import log_mlflow_model, save_embedder
-    from coverid.data.splits import read_splits
-    from coverid.data.store import read_features
-    from coverid.core.tracking import stage_run
 
     model_dir = Path(model_dir or paths.MODEL_DIR)
     reports = Path(reports_dir or paths.REPORTS)

@@ -1,0 +1,73 @@
+"""Where the pipeline's features come from: one dispatch over the data sources (synth, audio,
+datacos), and Da-TACOS subsets read into FeatureSets or preprocessed to HDF5 files."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from coverid.core import paths
+from coverid.core.errors import CoveridError
+from coverid.core.skips import SkipLog
+from coverid.data.datacos import (
+    SUBSETS,
+    feature_dir,
+    list_items,
+    read_feature_h5,
+    source_dir,
+)
+from coverid.data.store import FeatureSet, write_features
+from coverid.features.collection import build_feature_set, extract_audio_dir
+
+log = logging.getLogger(__name__)
+
+
+def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
+    """The pipeline's FeatureSet for params' data.source (synth, audio or datacos)."""
+    data, pcfg = params["data"], params["preprocess"]
+    source = data["source"]
+    if source in ("synth", "audio"):
+        audio_dir = paths.raw_dir(params) if source == "synth" else Path(data["audio"]["dir"])
+        extensions = data.get("audio", {}).get("extensions")
+        return extract_audio_dir(audio_dir, pcfg, source, skips, extensions=extensions)
+    if source == "datacos":
+        cfg = data["datacos"]
+        if pcfg["feature"] not in cfg["features"]:
+            raise CoveridError(f"preprocess.feature {pcfg['feature']!r} is not among the downloaded "
+                               f"data.datacos.features {cfg['features']}")
+        return load_subset(paths.raw_dir(params), cfg["subset"], pcfg["feature"], pcfg, skips)
+    raise CoveridError(f"data.source: unknown source {source!r} (synth | datacos | audio)")
+
+
+def load_subset(data_dir: str | Path, subset: str, feature: str, pcfg: dict[str, Any],
+                skips: SkipLog) -> FeatureSet:
+    """One subset's features as a FeatureSet (source "datacos"); bad files are skipped."""
+    items = list_items(Path(data_dir), subset, feature, skips)
+    if not items:
+        raise CoveridError(f"{source_dir(Path(data_dir), subset, feature)}: no usable W_*/P_*.h5 files")
+    return build_feature_set(items, partial(read_feature_h5, feature=feature), pcfg,
+                             source="datacos", feature=feature, skips=skips)
+
+
+def preprocess_dir(data_dir: str | Path, out_dir: str | Path, features: list[str],
+                   pcfg: dict[str, Any], skips: SkipLog | None = None) -> list[Path]:
+    """Preprocess every subset found under `data_dir`: OUT/<subset>.h5 for one feature,
+    OUT/<subset>_<feature>.h5 for several; fails when too many files are bad."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    skips = skips if skips is not None else SkipLog()
+    found = [(s, f) for s in SUBSETS for f in features if source_dir(data_dir, s, f)]
+    if not found:
+        wanted = ", ".join(feature_dir(data_dir, s, f).name for s in SUBSETS for f in features)
+        raise CoveridError(f"{data_dir}: no Da-TACOS feature folder found (looked for {wanted} "
+                           "and da-tacos_<subset>_subset_single_files)")
+    written = []
+    for subset, feature in found:
+        fs = load_subset(data_dir, subset, feature, pcfg, skips)
+        skips.check(pcfg["max_failed_fraction"])
+        path = out_dir / (f"{subset}.h5" if len(features) == 1 else f"{subset}_{feature}.h5")
+        write_features(path, fs)
+        log.info("%s: %d performances of %d works", path, len(fs), len(set(fs.work_id)))
+        written.append(path)
+    return written
