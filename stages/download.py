@@ -25,7 +25,7 @@ def main() -> None:
         cfg = data["datacos"]
         download(out, cfg["subset"], [METADATA, *cfg["features"]], cfg["base_url"], cfg["checksums"],
                  retries=cfg["retries"], retry_wait_s=cfg["retry_wait_s"], timeout_s=cfg["timeout_s"],
-                 keep_archives=cfg["keep_archives"])
+                 from_dir=cfg["from_dir"], keep_archives=cfg["keep_archives"])
     elif data["source"] == "audio":
         from coverid.core.io import write_json
         from coverid.data.dataset import audio_manifest

@@ -7,10 +7,18 @@ as listed by mirdata's Da-TACOS loader (mirdata/datasets/da_tacos.py, REMOTES).
 Layout after `download` (each archive holds one top-level folder named after it):
     OUT/da-tacos_metadata/da-tacos_benchmark_subset_metadata.json
     OUT/da-tacos_benchmark_subset_crema/W_163930_crema/P_546633_crema.h5
+
+Where the archives come from (`download`'s `base_url` / `from_dir`):
+    nothing                      https://zenodo.org/records/<record>/files/<name>
+    http(s)://HOST               HOST/records/<record>/files/<name> (a Zenodo-layout mirror)
+    http(s)://.../{name}         a template: {name} (and {record}) filled in (a flat HTTP mirror)
+    from_dir, a folder or file:  DIR/<name>, zips the user already has; verified, unpacked, never
+                                 modified (a base_url that is a folder or file:// URL counts as this)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +26,10 @@ import re
 import shutil
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -98,12 +109,35 @@ def metadata_file(data_dir: Path, subset: str) -> Path:
 
 
 def archive_url(name: str, base_url: str | None = None) -> str:
-    """Zenodo download URL of an archive; `base_url` replaces the host (mirror, test server)."""
+    """Download URL of an archive: Zenodo's, `base_url` replacing the host (mirror, test
+    server), or `base_url` as a template with {name} and {record} (a flat mirror)."""
     if name not in ARCHIVES:
         raise CoveridError(f"unknown Da-TACOS archive {name!r}; known: {', '.join(sorted(ARCHIVES))}")
     record = ARCHIVES[name][0]
+    if base_url and "{name}" in base_url:
+        return base_url.replace("{name}", name).replace("{record}", record)
     host = (base_url or ZENODO).rstrip("/")
     return f"{host}/records/{record}/files/{name}?download=1"
+
+
+def local_source(base_url: str | None = None, from_dir: str | Path | None = None) -> Path | None:
+    """The local folder the archives are read from: `from_dir`, or a `base_url` that is a
+    file:// URL or has no scheme (a path, ~ expanded); None for an http(s) source."""
+    if from_dir is not None and base_url:
+        raise CoveridError(f"Da-TACOS: give either a local folder ({from_dir}) or base_url "
+                           f"({base_url}), not both")
+    if from_dir is not None:
+        return Path(from_dir).expanduser()
+    if not base_url:
+        return None
+    parts = urllib.parse.urlparse(base_url)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    if "://" not in base_url:
+        return Path(base_url).expanduser()
+    if parts.scheme not in ("http", "https"):
+        raise CoveridError(f"Da-TACOS base_url {base_url!r}: expected http(s)://, file:// or a folder")
+    return None
 
 
 # ------------------------------------------------------------------------ checksums
@@ -162,6 +196,7 @@ def download(
     base_url: str | None = None,
     checksums: str | Path | None = None,
     *,
+    from_dir: str | Path | None = None,
     retries: int = 3,
     retry_wait_s: float = 1.0,
     timeout_s: float = 60.0,
@@ -171,16 +206,25 @@ def download(
     """Download, verify (md5) and unzip the archives of `subset` for `features`
     ("metadata" names the metadata archive); return the unzipped folders.
 
+    With `from_dir` (or a `base_url` that is a folder or file:// URL) the archives are
+    read as `<from_dir>/<name>` instead, verified and unpacked the same way; those zips
+    are never modified or removed (`keep_archives` does not apply).
     Already-unzipped folders whose marker records the expected md5 are skipped; a
     failure leaves nothing half-written under `out_dir`. Dropped connections, timeouts
     and 5xx answers are retried `retries` times, waiting retry_wait_s * 2**attempt.
     """
     out_dir = Path(out_dir)
+    local = local_source(base_url, from_dir)
     manifest = read_checksums(checksums) if checksums else None
     names = list(dict.fromkeys(archive_name(subset, f) for f in features))
-    plan = [(name, archive_url(name, base_url), expected_md5(name, manifest)) for name in names]
-    fetch = partial(_retrieve, retries=retries, retry_wait_s=retry_wait_s, timeout_s=timeout_s,
-                    progressbar=progressbar)
+    plan = [(name, archive_url(name, base_url if local is None else None), expected_md5(name, manifest))
+            for name in names]
+    fetch: Callable[..., Path]
+    if local is None:
+        fetch = partial(_retrieve, out_dir / ARCHIVE_DIR, retries=retries, retry_wait_s=retry_wait_s,
+                        timeout_s=timeout_s, progressbar=progressbar)
+    else:
+        fetch, keep_archives = partial(_local_archive, local), True  # the user's zips stay
     created = not out_dir.exists()
     done: list[Path] = []
     try:
@@ -195,12 +239,14 @@ def download(
 
 def _fetch_one(out_dir: Path, name: str, url: str, md5: str, fetch: Callable[..., Path],
                keep_archives: bool) -> Path:
-    """Make `out_dir/<stem>` hold the verified contents of archive `name`."""
+    """Make `out_dir/<stem>` hold the verified contents of archive `name`; `fetch(name,
+    url, md5)` gives the verified zip, removed afterwards unless `keep_archives`."""
     target = out_dir / Path(name).stem
     if _marker_md5(target) == md5:
         log.info("%s: up to date (md5 %s)", target, md5)
         return target
-    zip_path = fetch(out_dir / ARCHIVE_DIR, name, url, md5)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    zip_path = fetch(name, url, md5)
     _unzip(zip_path, target, name, md5)
     if not keep_archives:
         zip_path.unlink()
@@ -214,6 +260,26 @@ def _marker_md5(folder: Path) -> str | None:
         return json.loads((folder / MARKER).read_text()).get("md5")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _local_archive(from_dir: Path, name: str, url: str, md5: str) -> Path:
+    """`from_dir/name` once its md5 is checked; read only. `url` is where to get it."""
+    if not from_dir.is_dir():
+        raise BadInputError(from_dir, "folder of Da-TACOS archives not found")
+    path = from_dir / name
+    if not path.is_file():
+        raise BadInputError(path, f"archive {name} missing from {from_dir} (download it from {url})")
+    log.info("%s: checking md5", path)
+    digest = hashlib.md5()
+    try:
+        with path.open("rb") as f:
+            for chunk in iter(partial(f.read, 1 << 20), b""):
+                digest.update(chunk)
+    except OSError as e:
+        raise BadInputError(path, f"cannot read ({e.strerror})") from None
+    if digest.hexdigest() != md5:
+        raise BadInputError(path, f"md5 mismatch: expected {md5}, got {digest.hexdigest()}")
+    return path
 
 
 def _retrieve(archive_dir: Path, name: str, url: str, md5: str, *, retries: int,
@@ -259,10 +325,10 @@ def _unzip(zip_path: Path, target: Path, name: str, md5: str) -> None:
             with zipfile.ZipFile(zip_path) as zf:
                 for member in zf.namelist():
                     if member.startswith("/") or ".." in Path(member).parts:
-                        raise CoveridError(f"{name}: unsafe path {member!r} in archive")
+                        raise BadInputError(zip_path, f"unsafe path {member!r} in archive {name}")
                 zf.extractall(tmp)
-        except zipfile.BadZipFile:
-            raise CoveridError(f"{name}: not a valid zip archive") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            raise BadInputError(zip_path, f"not a valid zip archive ({str(e) or type(e).__name__})") from None
         entries = [p for p in tmp.iterdir() if p.name != "__MACOSX"]
         # the archives hold one folder named after them; anything else is wrapped as is
         src = entries[0] if len(entries) == 1 and entries[0].is_dir() and entries[0].name == stem else tmp
