@@ -12,7 +12,7 @@ from test_datacos import make_tree, server, zip_folder  # noqa: F401  (server is
 from test_download_stage import _project, _stage
 
 from coverid.data import datacos
-from coverid.errors import BadInputError, CoveridError
+from coverid.core.errors import BadInputError, CoveridError
 
 NAMES = ("da-tacos_metadata.zip", "da-tacos_benchmark_subset_crema.zip")
 CREMA = NAMES[1]
