@@ -1,14 +1,22 @@
 """DVC stage `evaluate`: the trained encoder on the test split at the tuned threshold;
 writes reports/metrics.json, reports/eval/embeddings.npz, reports/plots/eval/* and the
-model-vs-baselines table reports/compare.json + reports/compare.md."""
+model-vs-baselines table reports/compare.json + reports/compare.md (with seconds per query)."""
 
 from __future__ import annotations
 
+import mlflow
+
 from coverid.core import paths
 from coverid.core.config import load_params
-from coverid.core.stage import stage_main
+from coverid.core.stage import record_timings, stage_main
+from coverid.core.tracking import find_train_run, log_numbers, stage_run
 from coverid.data.splits import load_split
-from coverid.eval.evaluate import read_report, run_evaluation
+from coverid.eval.evaluate import (
+    evaluate,
+    log_to_training_run,
+    read_report,
+    write_report,
+)
 from coverid.model.embedder import load_embedder
 
 
@@ -19,7 +27,24 @@ def main() -> None:
     embedder = load_embedder(paths.MODEL_DIR)
     threshold = read_report(paths.REPORTS / "threshold.json")
     baseline = read_report(paths.REPORTS / "baseline.json", required=False)
-    run_evaluation(params, embedder, test, threshold, baseline)
+    timings = read_report(paths.timings_file("baseline"), required=False) or {}
+    seconds = {k.removesuffix("_seconds_per_query"): v for k, v in timings.items()
+               if k.endswith("_seconds_per_query")}
+    report = evaluate(params, embedder, test, threshold, baseline, seconds)
+    write_report(report, test, paths.REPORTS)
+    metrics = report.evaluation.metrics
+    record_timings({"seconds_per_query": report.evaluation.seconds_per_query})
+    train_run_id = find_train_run(params, embedder.fingerprint)
+    with stage_run("evaluate", params):
+        log_numbers(metrics)
+        log_numbers({"seconds_per_query": report.evaluation.seconds_per_query})
+        mlflow.set_tag("coverid.metric", threshold["metric"])
+        mlflow.log_artifacts(str(paths.PLOTS / "eval"), "plots/eval")
+        mlflow.log_artifact(str(paths.REPORTS / "compare.md"))
+        mlflow.log_dict(report.rows, "compare.json")
+        if train_run_id:
+            mlflow.set_tag("coverid.train_run_id", train_run_id)
+    log_to_training_run(train_run_id, metrics)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,54 @@
-"""DVC stage: train the encoder -> data/models/encoder, reports/train.json, training curve."""
+"""DVC stage `train`: fit the encoder on the train split (validation MAP on val) ->
+data/models/encoder, reports/train.json, the training curve; one MLflow run with the model."""
 
+from __future__ import annotations
+
+import mlflow
+
+from coverid.core import paths
 from coverid.core.config import load_params
-from coverid.core.stage import stage_main
+from coverid.core.io import write_json
+from coverid.core.stage import record_timings, stage_main
+from coverid.core.tracking import log_numbers, stage_run
+from coverid.data.splits import read_splits
+from coverid.data.store import read_features
+from coverid.model.embedder import fingerprint, log_mlflow_model, save_embedder
+from coverid.train.devices import setup_devices
+from coverid.train.fit import (
+    embedder_config,
+    fit,
+    resume_run_id,
+    split_sets,
+    train_report,
+    write_curve,
+)
 
 
 def main() -> None:
-    from coverid.train.fit import run_stage
-
-    run_stage(load_params())
+    """Train, save the model dir, write the reports, log everything to one MLflow run."""
+    params = load_params()
+    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
+    train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(params)))
+    run_id = resume_run_id(params["train"], paths.CHECKPOINTS)
+    with stage_run("train", params, run_id=run_id) as run:
+        setup = setup_devices(params["train"])
+        mlflow.log_dict(setup.describe(), "devices.json")
+        mlflow.set_tags({"coverid.devices": ",".join(setup.gpus or setup.cpus),
+                         "coverid.strategy": setup.kind})
+        result = fit(params, train_fs, val_fs, paths.CHECKPOINTS, setup, run.info.run_id,
+                     on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
+        save_embedder(paths.MODEL_DIR, result.encoder, embedder_config(params, fs, result.encoder),
+                      result.head)
+        mlflow.set_tag("coverid.model", fingerprint(paths.MODEL_DIR))
+        metrics, timings = train_report(result, len(train_fs), len(val_fs))
+        write_json(paths.REPORTS / "train.json", metrics)
+        record_timings(timings)
+        curve = paths.PLOTS / "train_curve.csv"
+        write_curve(result.state.history, curve, curve.with_suffix(".png"))
+        log_numbers({**metrics, **timings})
+        mlflow.log_artifact(str(curve), "plots")
+        mlflow.log_artifact(str(curve.with_suffix(".png")), "plots")
+        log_mlflow_model(paths.MODEL_DIR, params["mlflow"]["registered_model"])
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ class FakeEmbedder:
     """Flattens and projects with a fixed random matrix (the real Embedder's interface)."""
 
     def __init__(self, d_in: int, dim: int = 16, metric: str = "euclidean", head=None,
-                 config: dict | None = None) -> None:
+                 config: dict | None = None, fingerprint: str = "fake00000001") -> None:
+        self.fingerprint = fingerprint
         self.proj = np.random.default_rng(0).standard_normal((d_in, dim)) / np.sqrt(d_in)
         self.metric, self.head, self.config = metric, head, dict(config or {})
 
@@ -69,3 +70,22 @@ def chains(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([centre + j * 0.6 * drift + 0.5 * rng.normal(size=(12, 16))
                         for j in range(4)])
     return x, np.tile(np.arange(12), 4).astype(str)
+
+
+def run_stage_script(name: str, params: dict) -> None:
+    """Run stages/<name>.py's main in the current directory with `params` as params.yaml (what
+    `dvc repro` does, in this process)."""
+    import runpy
+    import sys
+
+    import yaml
+
+    plain = params.to_dict() if hasattr(params, "to_dict") else params
+    Path("params.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+    script = Path(__file__).resolve().parents[1] / "stages" / f"{name}.py"
+    argv = sys.argv
+    sys.argv = [str(script)]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv

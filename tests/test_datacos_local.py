@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_datacos import make_tree, server, zip_folder  # noqa: F401  (server is a fixture)
+from test_datacos import (  # noqa: F401  (server is a fixture)
+    make_tree,
+    server,
+    zip_folder,
+)
 from test_download_stage import _project, _stage
 
-from coverid.data import datacos
 from coverid.core.errors import BadInputError, CoveridError
+from coverid.data import datacos
 
 NAMES = ("da-tacos_metadata.zip", "da-tacos_benchmark_subset_crema.zip")
 CREMA = NAMES[1]

@@ -15,10 +15,12 @@ from coverid.eval.evaluate import (
     METRIC_KEYS,
     compare,
     compare_markdown,
+    evaluate,
     evaluate_embeddings,
+    log_to_training_run,
     on_queries,
     read_report,
-    run_evaluation,
+    write_report,
 )
 from coverid.eval.expansion import augment
 from coverid.eval.metrics import retrieval_metrics
@@ -45,7 +47,7 @@ def test_evaluate_embeddings_matches_full_matrix_metrics():
         assert ev.metrics[key] == full[key]
     assert set(ev.metrics) == set(METRIC_KEYS)
     assert ev.metrics["threshold"] == 0.5
-    assert ev.metrics["seconds_per_query"] >= 1.2 / len(emb)
+    assert ev.seconds_per_query >= 1.2 / len(emb)
     assert len(ev.pair_dist) == len(ev.pair_labels) == 4 * 3 + 30
 
 
@@ -66,14 +68,12 @@ def test_evaluate_embeddings_ranks_expanded_vectors():
 
 
 def test_compare_rows_and_markdown():
-    model = {"map": 0.8, "mr1": 1.5, "p10": 0.2, "n_queries": 10, "seconds_per_query": 0.001,
-             "f1": 0.9}
-    base = {"qmax": {"map": 0.3, "mr1": 4.0, "p10": 0.1, "n_queries": 5,
-                     "seconds_per_query": 2.0}}
+    model = {"map": 0.8, "mr1": 1.5, "p10": 0.2, "n_queries": 10, "f1": 0.9}
+    base = {"qmax": {"map": 0.3, "mr1": 4.0, "p10": 0.1, "n_queries": 5}}
     rows = compare(model, base, {**model, "map": 0.7, "n_queries": 5})
     assert list(rows) == ["model", "model (baseline queries)", "qmax"]
     assert "f1" not in rows["model"]
-    md = compare_markdown(rows)
+    md = compare_markdown(rows, {"model": 0.001, "model (baseline queries)": 0.001, "qmax": 2.0})
     assert md.count("\n") == 5
     assert "| qmax | 5 | 0.3000 | 4.00 | 0.1000 | 2 |" in md
     assert "| model (baseline queries) | 5 | 0.7000 |" in md
@@ -88,7 +88,7 @@ def test_on_queries_subsets_stats():
     stats = {"query": np.array([0, 2, 5]), "ap": np.array([1.0, 0.5, 0.0]),
              "rank1": np.array([1, 2, 9]), "p10": np.array([0.1, 0.1, 0.1]),
              "n_relevant": np.array([1, 1, 1])}
-    sub = on_queries(stats, np.array([2, 5]), 9, 0.1)
+    sub = on_queries(stats, np.array([2, 5]), 9)
     assert sub["map"] == 0.25 and sub["mr1"] == 5.5 and sub["n_queries"] == 2
 
 
@@ -101,23 +101,24 @@ def test_read_report(tmp_path):
         read_report(tmp_path / "bad.json")
 
 
-def test_run_evaluation_writes_reports_and_logs(params, tmp_path):
-    from coverid.core.tracking import stage_run
+def test_evaluate_and_write_report(params, tmp_path):
     from coverid.eval.baselines import select_queries
 
-    with stage_run("train", params) as train:
-        pass
     fs = make_feature_set(n_works=5, versions=3, n_noise=3, spect_len=10, rows=12)
-    embedder = FakeEmbedder(120, config={"train_run_id": train.info.run_id})
-    threshold = {"threshold": 0.6, "metric": "euclidean", "objective": "f1"}
+    embedder = FakeEmbedder(120)
+    threshold = {"threshold": 0.6, "metric": "euclidean", "objective": "f1",
+                 "expansion": {"k": 0, "alpha": 0.0}}
     n_base = len(select_queries(fs.work_id, 5, params["seed"]))
-    baseline = {"dtw": {"map": 0.4, "mr1": 2.0, "p10": 0.2, "n_queries": n_base,
-                        "seconds_per_query": 0.5}}
-    metrics = run_evaluation(params, embedder, fs, threshold, baseline, reports=tmp_path / "r")
+    baseline = {"dtw": {"map": 0.4, "mr1": 2.0, "p10": 0.2, "n_queries": n_base}}
+    params["baseline"]["max_queries"] = 5
+    report = evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5})
+    write_report(report, fs, tmp_path / "r")
+    metrics = report.evaluation.metrics
 
     r = tmp_path / "r"
     saved = json.loads((r / "metrics.json").read_text())
     assert list(saved) == list(METRIC_KEYS) and saved == pytest.approx(metrics)
+    assert "seconds_per_query" not in saved  # timings stay out of the DVC metrics
     assert saved["n_queries"] == 15 and saved["n_candidates"] == len(fs) - 1
     assert saved["map"] > 0.9  # versions share a base pattern
     with np.load(r / "eval" / "embeddings.npz") as z:
@@ -135,25 +136,30 @@ def test_run_evaluation_writes_reports_and_logs(params, tmp_path):
     cmp = json.loads((r / "compare.json").read_text())
     assert list(cmp) == ["model", "model (baseline queries)", "dtw"]
     assert cmp["model (baseline queries)"]["n_queries"] == n_base
-    assert "| dtw |" in (r / "compare.md").read_text()
-
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(params["mlflow"]["experiment"])
-    query = (f"tags.`coverid.stage` = 'evaluate' and "
-             f"tags.`coverid.train_run_id` = '{train.info.run_id}'")
-    [ev_run] = client.search_runs([exp.experiment_id], query)
-    assert ev_run.data.metrics["map"] == pytest.approx(metrics["map"])
-    arts = {a.path for a in client.list_artifacts(ev_run.info.run_id, "plots/eval")}
-    assert "plots/eval/roc.png" in arts
-    assert client.get_run(train.info.run_id).data.metrics["test_map"] == pytest.approx(
-        metrics["map"])
+    md = (r / "compare.md").read_text()
+    assert "| dtw | 5 | 0.4000 | 2.00 | 0.2000 | 0.5 |" in md
+    # The same evaluation again gives the same bytes (DVC's hashes reproduce).
+    before = {p: p.read_bytes() for p in r.rglob("*") if p.is_file() and p.name != "compare.md"}
+    write_report(evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5}), fs, r)
+    assert {p: p.read_bytes() for p in before} == before
 
 
-def test_run_evaluation_rejects_bce_threshold_without_head(params, tmp_path):
+def test_test_metrics_land_on_the_training_run(params):
+    from coverid.core.tracking import find_train_run, stage_run
+
+    with stage_run("train", params) as train:
+        mlflow.set_tag("coverid.model", "abc123abc123")
+    assert find_train_run(params, "abc123abc123") == train.info.run_id
+    assert find_train_run(params, "no-such-model") is None
+    log_to_training_run(train.info.run_id, {"map": 0.75})
+    assert mlflow.get_run(train.info.run_id).data.metrics["test_map"] == 0.75
+
+
+def test_evaluate_rejects_bce_threshold_without_head(params):
     fs = make_feature_set(n_works=2, versions=2, n_noise=0, spect_len=10, rows=12)
     with pytest.raises(CoveridError, match="BCE head"):
-        run_evaluation(params, FakeEmbedder(120), fs, {"threshold": 0.5, "metric": "bce"}, None,
-                       reports=tmp_path / "r")
+        evaluate(params, FakeEmbedder(120), fs,
+                 {"threshold": 0.5, "metric": "bce", "expansion": {"k": 0, "alpha": 0.0}}, None)
 
 
 def test_distance_hist_handles_identical_distances(tmp_path):

@@ -207,7 +207,7 @@ def test_real_encoder_and_essentia_end_to_end(tmp_path, monkeypatch, capsys):
     config = {"arch": "move", "loss": "contrastive", "embedding_dim": 16, "metric": "euclidean",
               "feature": "hpcp", "spect_len": 40, "tile": True, "max_frames": None,
               "preprocess": with_defaults({"scheduler": "single", "spect_len": 40, "max_frames": None}),
-              "train_run_id": None, "params_hash": "test"}
+              "params_hash": "test"}
     save_embedder(tmp_path / "model", encoder, config)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"index": ICFG}))
 

@@ -32,10 +32,11 @@ class FakeEmbedder:
         rng = np.random.default_rng(seed)
         self.proj = rng.standard_normal((23 * spect_len, DIM)).astype(np.float32) / 10
         self.metric = metric
+        self.fingerprint = run
         self.head = (-np.abs(rng.standard_normal(DIM)).astype(np.float32), 2.0) if metric == "bce" else None
         self.config = {"arch": "fake", "loss": "bce" if metric == "bce" else "contrastive",
                        "metric": metric, "feature": feature, "spect_len": spect_len, "tile": True,
-                       "max_frames": None, "params_hash": "abc123", "train_run_id": run,
+                       "max_frames": None, "params_hash": "abc123",
                        "preprocess": {"feature": feature, "max_failed_fraction": 0.5, "scheduler": "single",
                                       "audio": {"sample_rate": 44100, "hop_size": 512}}}
         self.calls = 0
@@ -104,11 +105,12 @@ def make_audio_dir(root: Path, n_works: int = 4, versions: int = 3, n_noise: int
 
 
 @pytest.fixture
-def fakes(monkeypatch):
-    """Route model loading and feature extraction to the fakes."""
+def fakes(monkeypatch, tmp_path):
+    """Route model loading and feature extraction to the fakes; no project threshold file
+    unless a test writes one."""
     monkeypatch.setattr(ident, "open_model", fake_open_model)
     monkeypatch.setattr(ident, "load_features", fake_features)
-    monkeypatch.setattr(ident, "THRESHOLD_FILE", Path("reports/threshold.json"))
+    monkeypatch.setattr(ident, "THRESHOLD_FILE", tmp_path / "reports" / "threshold.json")
 
 
 @pytest.fixture
@@ -210,9 +212,9 @@ def test_threshold_decisions_and_sources(tmp_path, fakes, monkeypatch):
     assert all(h["is_cover"] == (h["distance"] <= 0.02) for h in hits)
     assert {h["is_cover"] for h in hits} == {True, False}
     assert max(h["distance"] for h in hits) <= 2.0  # cosine distances
-    # a threshold tuned for another training run is refused when given explicitly
-    tfile.write_text(json.dumps({"threshold": 0.5, "train_run_id": "other"}))
-    with pytest.raises(BadInputError, match="training run other"):
+    # a threshold tuned for another model is refused when given explicitly
+    tfile.write_text(json.dumps({"threshold": 0.5, "model": "other"}))
+    with pytest.raises(BadInputError, match="tuned for model other"):
         ident.build_from("modelA", tmp_path / "idx2", ICFG, audio_dir=audio, threshold_file=tfile)
     # ... and ignored (no decision) when it is the default reports/threshold.json
     monkeypatch.chdir(tmp_path)

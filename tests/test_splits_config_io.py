@@ -103,3 +103,30 @@ def test_atomic_dir_swaps_and_keeps_the_old_one_on_failure(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(BadInputError, match="bad.json: not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+def test_npz_and_zip_bytes_do_not_depend_on_the_clock(tmp_path, monkeypatch):
+    import time
+    import zipfile
+
+    import numpy as np
+
+    from coverid.core.io import restamp_zip, write_npz
+
+    arrays = {"embeddings": np.arange(6, dtype=np.float32).reshape(2, 3), "ids": np.array(["a", "b"])}
+    write_npz(tmp_path / "a.npz", **arrays)
+    time.sleep(1.1)  # zip times have two-second resolution at most
+    time.sleep(1.1)
+    write_npz(tmp_path / "b.npz", **arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    with np.load(tmp_path / "a.npz") as z:
+        np.testing.assert_array_equal(z["embeddings"], arrays["embeddings"])
+        assert z["ids"].tolist() == ["a", "b"]
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as z:
+        z.writestr("b.txt", "B")
+        z.writestr("a.txt", "A")
+    restamp_zip(tmp_path / "c.zip", {"b.txt": b"new"})
+    with zipfile.ZipFile(tmp_path / "c.zip") as z:
+        assert [i.filename for i in z.infolist()] == ["a.txt", "b.txt"]
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert z.read("b.txt") == b"new"

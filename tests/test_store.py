@@ -1,3 +1,5 @@
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -20,6 +22,17 @@ def test_round_trip_sorted_and_attrs(tmp_path, feature_set):
         assert f.attrs["spect_len"] == 40 and f.attrs["source"] == "synth"
         assert f.attrs["feature"] == "hpcp" and "coverid" in f.attrs["created_by"]
         assert f["work_id"].dtype.kind == "O"
+
+
+def test_same_features_give_the_same_bytes(tmp_path, feature_set):
+    """No creation time in the file: DVC's hash of data/processed reproduces."""
+    write_features(tmp_path / "a.h5", feature_set)
+    time.sleep(1.1)  # HDF5 times have one-second resolution
+    write_features(tmp_path / "b.h5", feature_set)
+    assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert list(f) == ["features", "work_id", "perf_id", "length_frames"]  # creation order
+        assert h5py.h5o.get_info(f.id).ctime == 0
 
 
 def test_write_is_deterministic(tmp_path, feature_set):

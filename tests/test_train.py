@@ -202,19 +202,19 @@ def test_write_curve(tmp_path):
 
 @pytest.mark.slow
 def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
-    """run_stage on files: model dir, reports, MLflow run, registry; then load from the registry."""
+    """stages/train.py on files: model dir, reports, timings, MLflow run, registry; then load
+    from the registry. Training again gives the same model bytes (DVC's hash reproduces)."""
     import mlflow
+    from conftest import run_stage_script
 
     from coverid.core import paths
     from coverid.data.splits import write_splits
     from coverid.data.store import write_features
-    from coverid.model.embedder import load_embedder
-    from coverid.train.fit import run_stage
+    from coverid.model.embedder import fingerprint, load_embedder
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("COVERID_CACHE", str(tmp_path / "cache"))
-    tr, va = data
     params = tiny_params(epochs=2)
     params["data"].update(source="synth", processed_dir="processed")
     fs = make_feature_set(n_works=6, versions=3, n_noise=2, spect_len=L, seed=2)
@@ -222,13 +222,22 @@ def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
     works = sorted(set(fs.work_id))
     write_splits(paths.splits_file(params),
                  {w: ("val" if i % 3 == 0 else "train") for i, w in enumerate(works)})
-    metrics = run_stage(params, tmp_path / "models" / "encoder", tmp_path / "reports")
-    assert set(metrics) >= {"best_val_map", "final_loss", "epochs_run", "seconds", "pairs_per_second"}
-    assert json.loads((tmp_path / "reports/train.json").read_text())["epochs_run"] == 2
+    run_stage_script("train", params)
+    metrics = json.loads((tmp_path / "reports/train.json").read_text())
+    assert metrics["epochs_run"] == 2 and set(metrics) >= {"best_val_map", "final_loss"}
+    assert "seconds" not in json.dumps(metrics)  # timings apart from the DVC metrics
+    timings = json.loads(paths.timings_file("train").read_text())
+    assert timings["train_seconds"] > 0 and timings["wall_seconds"] > 0
     assert (tmp_path / "reports/plots/train_curve.csv").read_text().startswith("epoch,loss,val_map")
-    local = load_embedder(tmp_path / "models" / "encoder")
-    run = mlflow.get_run(local.config["train_run_id"])
-    assert run.data.tags["coverid.stage"] == "train" and "val_map" in run.data.metrics
+    local = load_embedder(paths.MODEL_DIR)
+    assert "train_run_id" not in local.config
+    [run] = mlflow.search_runs(filter_string="tags.`coverid.stage` = 'train'", output_format="list")
+    assert run.data.tags["coverid.model"] == local.fingerprint and "val_map" in run.data.metrics
     remote = load_embedder("models:/coverid-encoder/latest")
     np.testing.assert_allclose(remote.embed(fs.features[:3]), local.embed(fs.features[:3]), atol=1e-6)
-    assert (tmp_path / "cache").is_dir() and not (tmp_path / "models" / "checkpoints").exists()
+    assert (tmp_path / "cache").is_dir() and not paths.CHECKPOINTS.exists()
+    first = {p.name: p.read_bytes() for p in paths.MODEL_DIR.iterdir()}
+    tf.keras.backend.clear_session()  # as in a new process: layer names count from 0 again
+    run_stage_script("train", params)
+    assert {p.name: p.read_bytes() for p in paths.MODEL_DIR.iterdir()} == first
+    assert fingerprint(paths.MODEL_DIR) == local.fingerprint

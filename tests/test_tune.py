@@ -36,14 +36,14 @@ def test_candidate_metrics():
 
 def test_study_name_changes_with_model_and_settings():
     cfg = {"study_name": "s", "objective": "f1", "n_negatives": 10}
-    a = study_name(cfg, 0, {"train_run_id": "aaaaaaaa1111"})
+    a = study_name(cfg, 0, "aaaaaaaa1111")
     assert a.startswith("s-aaaaaaaa-")
-    assert study_name(cfg, 0, {"train_run_id": "bbbbbbbb1111"}) != a
+    assert study_name(cfg, 0, "bbbbbbbb1111") != a
     other_objective = {**cfg, "objective": "balanced_accuracy"}
-    assert study_name(other_objective, 0, {"train_run_id": "aaaaaaaa"}) != a
-    assert study_name(cfg, 1, {"train_run_id": "aaaaaaaa"}) != a
-    assert study_name({**cfg, "n_trials": 99}, 0, {"train_run_id": "aaaaaaaa"}) == a
-    assert "-abcdef12-" in study_name(cfg, 0, {"params_hash": "abcdef123456"})
+    assert study_name(other_objective, 0, "aaaaaaaa") != a
+    assert study_name(cfg, 1, "aaaaaaaa") != a
+    assert study_name({**cfg, "n_trials": 99}, 0, "aaaaaaaa") == a
+    assert "-untracked-" in study_name(cfg, 0, None)
 
 
 def test_plateau_midpoint_keeps_predictions():
@@ -73,21 +73,25 @@ def test_optimise_bce_head_and_resume(tmp_path):
 
 
 def test_tune_threshold_logs_nested_trials_and_finds_a_good_threshold(params):
-    from coverid.core.tracking import stage_run
+    from coverid.core.tracking import pipeline_tags, stage_run
+    from coverid.eval.tune import TrialLogger
 
     with stage_run("train", params) as train:
         pass
     fs = make_feature_set(n_works=6, versions=3, n_noise=4, spect_len=10, rows=12)
-    embedder = FakeEmbedder(12 * 10, config={"train_run_id": train.info.run_id,
-                                             "params_hash": "feedbeef0000"})
-    result = tune_threshold(params, embedder, fs.features, fs.work_id)
+    embedder = FakeEmbedder(12 * 10, config={"params_hash": "feedbeef0000"},
+                            fingerprint="feedbeef0000")
+    with stage_run("tune", params, run_id=train.info.run_id) as run:  # as stages/tune.py does
+        trials = TrialLogger("f1", run.info.experiment_id, pipeline_tags(params))
+        result = tune_threshold(params, embedder, fs.features, fs.work_id, [trials])
 
     for key in ("threshold", "metric", "objective", "objective_value", "study_name", "storage",
                 "n_trials"):
         assert key in result
     assert result["n_trials"] == 10 and result["objective"] == "f1"
     assert result["metric"] in ("euclidean", "cosine")
-    assert result["study_name"].startswith(f"coverid-threshold-{train.info.run_id[:8]}-")
+    assert result["study_name"].startswith("coverid-threshold-feedbeef-")
+    assert result["model"] == "feedbeef0000" and "mlflow_run_id" not in result
     # The reported value is what the threshold really scores on the validation pairs.
     emb = embedder.embed(fs.features)
     i, j, y = sample_pairs(fs.work_id, 60, params["seed"])
@@ -102,17 +106,14 @@ def test_tune_threshold_logs_nested_trials_and_finds_a_good_threshold(params):
         [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{train.info.run_id}'")
     assert len(children) == 10
     assert all("f1" in r.data.metrics for r in children)
-    parent = client.get_run(train.info.run_id)
-    assert parent.data.metrics["tune_threshold"] == pytest.approx(result["threshold"])
 
     # Same model and settings: the study is resumed, no trial added, same answer.
     again = tune_threshold(params, embedder, fs.features, fs.work_id)
     assert again["threshold"] == result["threshold"] and again["n_trials"] == 10
-    # A retrained model (new run id, not in MLflow) gets a fresh study in a run of its own.
-    embedder.config["train_run_id"] = "0123456789abcdef"
+    # A retrained model (another fingerprint) gets a fresh study.
+    embedder.fingerprint = "0123456789ab"
     other = tune_threshold(params, embedder, fs.features, fs.work_id)
     assert other["study_name"] != result["study_name"] and other["n_trials"] == 10
-    assert other["mlflow_run_id"] != train.info.run_id
 
 
 def test_tune_needs_positive_pairs(params):

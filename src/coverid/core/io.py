@@ -1,4 +1,5 @@
-"""Atomic file writes: write to a temp file beside the target, then rename."""
+"""Atomic, reproducible file writes (temp file beside the target, then rename) and the one
+JSON encoder: the same content always gives the same bytes, so DVC's hashes reproduce."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,10 +73,26 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise BadInputError(path, f"not valid JSON ({getattr(e, 'msg', e)})") from None
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def json_default(obj: Any) -> Any:
+    """numpy scalars and arrays, paths and config sections as plain JSON values."""
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """`obj` as JSON text (numpy, paths and config sections included); keys keep their
+    (deterministic) insertion order unless `sort_keys`."""
+    return json.dumps(obj, indent=indent, sort_keys=sort_keys, default=json_default)
+
+
+def write_json(path: str | Path, obj: Any, sort_keys: bool = False) -> None:
     """Write `obj` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(path, to_json(obj, sort_keys=sort_keys) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -83,8 +101,28 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def _json_default(obj: Any) -> Any:
-    """Make numpy scalars and arrays JSON-serialisable."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: no wall-clock time in archives
+
+
+def write_npz(path: str | Path, **arrays: Any) -> None:
+    """np.savez_compressed with fixed member timestamps (np.savez stamps the current time)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, value in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{name}.npy", ZIP_EPOCH), "w") as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+
+
+def restamp_zip(path: str | Path, replace: dict[str, bytes] | None = None) -> None:
+    """Rewrite a zip archive in place with its members sorted and every timestamp fixed;
+    members named in `replace` get the given bytes instead."""
+    path, replace = Path(path), replace or {}
+    with zipfile.ZipFile(path) as src:
+        members = sorted(src.infolist(), key=lambda i: i.filename)
+        payload = [(m, replace.get(m.filename) or src.read(m)) for m in members]
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as dst:
+        for m, data in payload:
+            info = zipfile.ZipInfo(m.filename, ZIP_EPOCH)
+            info.compress_type, info.external_attr = m.compress_type, m.external_attr
+            dst.writestr(info, data)

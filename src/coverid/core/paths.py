@@ -8,6 +8,13 @@ from typing import Any
 MODEL_DIR = Path("data/models/encoder")
 REPORTS = Path("reports")
 PLOTS = REPORTS / "plots"
+CHECKPOINTS = MODEL_DIR.parent / "checkpoints"
+TIMINGS = REPORTS / "timings"  # per-stage seconds; git-ignored, not a DVC output
+
+
+def timings_file(stage: str) -> Path:
+    """reports/timings/<stage>.json."""
+    return TIMINGS / f"{stage}.json"
 
 
 def raw_dir(params: dict[str, Any]) -> Path:

@@ -70,3 +70,27 @@ def stage_run(stage: str, params: dict[str, Any], run_id: str | None = None,
             mlflow.log_params(flatten(params))
         log.info("MLflow run %s (%s)", run.info.run_id, stage)
         yield run
+
+
+def log_numbers(values: dict[str, Any], prefix: str = "") -> None:
+    """Log the numeric entries of `values` as metrics of the active run (None and text skipped)."""
+    import mlflow
+
+    mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in values.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+def find_train_run(params: dict[str, Any], model_fingerprint: str | None) -> str | None:
+    """The newest training run that produced the model with this fingerprint, if tracked."""
+    import mlflow
+
+    if not model_fingerprint:
+        return None
+    exp_id = setup(params)
+    runs = mlflow.MlflowClient().search_runs(
+        [exp_id], f"tags.`coverid.stage` = 'train' and tags.`coverid.model` = '{model_fingerprint}'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        log.warning("no tracked training run for model %s", model_fingerprint)
+        return None
+    return runs[0].info.run_id

@@ -74,15 +74,28 @@ class FeatureSet:
         )
 
 
+def _create_untimed(path: Path) -> h5py.File:
+    """A new HDF5 file (creation order tracked) whose root group records no creation time,
+    so that the same features always give the same bytes."""
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    order = h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED
+    fcpl.set_link_creation_order(order)
+    fcpl.set_attr_creation_order(order)
+    fcpl.set_obj_track_times(False)
+    return h5py.File(h5py.h5f.create(str(path).encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl))
+
+
 def write_features(path: str | Path, fs: FeatureSet) -> None:
     """Write `fs` sorted by (work_id, perf_id) to `path`, atomically."""
     fs = fs.sorted()
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.create_dataset(f"features/{fs.feature}", data=fs.features)
-            f.create_dataset("work_id", data=fs.work_id.astype(object), dtype=_STR)
-            f.create_dataset("perf_id", data=fs.perf_id.astype(object), dtype=_STR)
-            f.create_dataset("length_frames", data=fs.length_frames)
+        with _create_untimed(tmp) as f:
+            f.create_dataset(f"features/{fs.feature}", data=fs.features, track_times=False)
+            f.create_dataset("work_id", data=fs.work_id.astype(object), dtype=_STR,
+                             track_times=False)
+            f.create_dataset("perf_id", data=fs.perf_id.astype(object), dtype=_STR,
+                             track_times=False)
+            f.create_dataset("length_frames", data=fs.length_frames, track_times=False)
             f.attrs["feature"] = fs.feature
             f.attrs["spect_len"] = fs.spect_len
             f.attrs["source"] = fs.source

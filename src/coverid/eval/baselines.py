@@ -222,9 +222,9 @@ def distance_rows(method: str, chroma: np.ndarray, queries: np.ndarray, cfg: dic
 
 
 def run_baselines(features: np.ndarray, work_id: np.ndarray, cfg: dict[str, Any],
-                  seed: int) -> dict[str, dict[str, Any]]:
-    """{method: {map, mr1, p10, n_queries, seconds_per_query}} for each of cfg['methods'] on
-    features (N, F, L), with the queries of `select_queries`."""
+                  seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """({method: {map, mr1, p10, n_queries}}, {method: seconds per query}) for each of
+    cfg['methods'] on features (N, F, L), with the queries of `select_queries`."""
     unknown = [m for m in cfg["methods"] if m not in METHODS]
     if unknown:
         raise CoveridError(f"baseline.methods: unknown {unknown}; expected some of {METHODS}")
@@ -240,11 +240,12 @@ def run_baselines(features: np.ndarray, work_id: np.ndarray, cfg: dict[str, Any]
                                f"got {chroma.shape[2]}: lower baseline.downsample or "
                                "baseline.qmax.frame_stack_size")
     out: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
     for method in cfg["methods"]:
         log.info("%s: %d queries x %d candidates", method, len(queries), len(chroma))
         rows, secs = distance_rows(method, chroma, queries, cfg, int(cfg["workers"]))
         m = summarize(query_stats(rows, work_id, query_idx=queries), len(chroma) - 1)
         out[method] = {k: m[k] for k in ("map", "mr1", "p10", "n_queries")}
-        out[method]["seconds_per_query"] = float(np.mean(secs)) if len(secs) else float("nan")
+        seconds[method] = float(np.mean(secs)) if len(secs) else float("nan")
         log.info("%s: MAP %.4f MR1 %.2f P@10 %.4f", method, m["map"], m["mr1"], m["p10"])
-    return out
+    return out, seconds

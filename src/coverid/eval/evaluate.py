@@ -1,5 +1,5 @@
 """Test-split evaluation: embed, rank in distance chunks, verify at the tuned threshold,
-plot, compare with the classical baselines, and record everything in MLflow."""
+compare with the classical baselines; the plots and files the evaluate stage writes."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import numpy as np
 
 from coverid.core import paths
 from coverid.core.errors import BadInputError, CoveridError
-from coverid.core.io import atomic_path, write_json, write_text
-from coverid.core.tracking import stage_run
+from coverid.core.io import write_json, write_npz, write_text
 from coverid.data.store import FeatureSet
 from coverid.eval import plots
 from coverid.eval.baselines import select_queries
@@ -35,8 +34,8 @@ EVAL_DIR = paths.REPORTS / "eval"
 PLOT_DIR = paths.PLOTS / "eval"
 METRIC_KEYS = ("map", "mr1", "p10", "n_queries", "n_candidates", "threshold", "accuracy",
                "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "average_precision",
-               "seconds_per_query", "qe_k", "qe_alpha", "map_plain", "mr1_plain", "p10_plain")
-COMPARE_KEYS = ("map", "mr1", "p10", "n_queries", "seconds_per_query")
+               "qe_k", "qe_alpha", "map_plain", "mr1_plain", "p10_plain")
+COMPARE_KEYS = ("map", "mr1", "p10", "n_queries")
 
 
 @dataclass
@@ -49,6 +48,7 @@ class Evaluation:
     pair_dist: np.ndarray
     pair_labels: np.ndarray
     metric: str
+    seconds_per_query: float  # embedding time per song + ranking time per query (a timing)
 
 
 def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
@@ -81,9 +81,10 @@ def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
     d = paired(emb[i], emb[j], metric, head)
     verification = verification_metrics(d, labels, threshold)
     per_query = embed_seconds / len(emb) + rank_seconds / max(1, retrieval["n_queries"])
-    merged = {**retrieval, **verification, "seconds_per_query": per_query, "qe_k": k,
-              "qe_alpha": alpha, **{f"{m}_plain": without[m] for m in ("map", "mr1", "p10")}}
-    return Evaluation({m: merged[m] for m in METRIC_KEYS}, stats, plain, d, labels, metric)
+    merged = {**retrieval, **verification, "qe_k": k, "qe_alpha": alpha,
+              **{f"{m}_plain": without[m] for m in ("map", "mr1", "p10")}}
+    return Evaluation({m: merged[m] for m in METRIC_KEYS}, stats, plain, d, labels, metric,
+                      per_query)
 
 
 def write_plots(ev: Evaluation, plot_dir: str | Path = PLOT_DIR) -> list[Path]:
@@ -105,10 +106,9 @@ def write_plots(ev: Evaluation, plot_dir: str | Path = PLOT_DIR) -> list[Path]:
 
 def write_embeddings(path: str | Path, emb: np.ndarray, work_id: np.ndarray,
                      perf_id: np.ndarray) -> None:
-    """reports/eval/embeddings.npz: arrays embeddings, work_id, perf_id (atomic)."""
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, embeddings=np.asarray(emb, np.float32), work_id=np.asarray(work_id, str),
-                 perf_id=np.asarray(perf_id, str))
+    """reports/eval/embeddings.npz: arrays embeddings, work_id, perf_id (atomic, no clock)."""
+    write_npz(path, embeddings=np.asarray(emb, np.float32), work_id=np.asarray(work_id, str),
+              perf_id=np.asarray(perf_id, str))
 
 
 def compare(model: dict[str, Any], baseline: dict[str, dict[str, Any]],
@@ -128,8 +128,8 @@ def compare(model: dict[str, Any], baseline: dict[str, dict[str, Any]],
     return rows
 
 
-def compare_markdown(rows: dict[str, dict[str, Any]]) -> str:
-    """The comparison as a Markdown table."""
+def compare_markdown(rows: dict[str, dict[str, Any]], seconds: dict[str, float | None]) -> str:
+    """The comparison as a Markdown table, with each method's seconds per query."""
     def fmt(v: Any, spec: str) -> str:
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
 
@@ -138,16 +138,15 @@ def compare_markdown(rows: dict[str, dict[str, Any]]) -> str:
     for name, r in rows.items():
         lines.append(f"| {name} | {fmt(r['n_queries'], 'd')} | {fmt(r['map'], '.4f')} | "
                      f"{fmt(r['mr1'], '.2f')} | {fmt(r['p10'], '.4f')} | "
-                     f"{fmt(r['seconds_per_query'], '.4g')} |")
+                     f"{fmt(seconds.get(name), '.4g')} |")
     return "\n".join(lines) + "\n"
 
 
-def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray, n_candidates: int,
-               seconds_per_query: float) -> dict[str, Any]:
+def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray,
+               n_candidates: int) -> dict[str, Any]:
     """The model's retrieval metrics restricted to `queries` (performance indices)."""
     keep = np.isin(stats["query"], queries)
-    sub = summarize({k: v[keep] for k, v in stats.items()}, n_candidates)
-    return {**sub, "seconds_per_query": seconds_per_query}
+    return summarize({k: v[keep] for k, v in stats.items()}, n_candidates)
 
 
 def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
@@ -181,7 +180,65 @@ def read_report(path: str | Path, required: bool = True) -> dict[str, Any] | Non
         raise BadInputError(path, f"not valid JSON ({e.msg})") from None
 
 
-def _log_to_training_run(train_run_id: str | None, metrics: dict[str, Any]) -> None:
+@dataclass
+class EvalReport:
+    """What the evaluate stage writes: the evaluation, the embeddings, the comparison rows
+    (quality only) and each row's seconds per query."""
+
+    evaluation: Evaluation
+    embeddings: np.ndarray
+    rows: dict[str, dict[str, Any]]
+    seconds: dict[str, float | None]
+
+
+def evaluate(params: dict[str, Any], embedder: Any, test: FeatureSet, threshold: dict[str, Any],
+             baseline: dict[str, dict[str, Any]] | None,
+             baseline_seconds: dict[str, float] | None = None) -> EvalReport:
+    """Evaluate `embedder` on the test rows at the tuned threshold and expansion, and compare
+    it with the baselines on their queries."""
+    cfg = params["evaluate"]
+    metric = threshold["metric"]
+    if metric == "bce" and embedder.head is None:
+        raise CoveridError(f"threshold.json tuned the bce distance but the model "
+                           f"({embedder.metric}) has no BCE head: re-run the tune stage")
+    embedder.embed(test.features[:1])  # build the inference function outside the timing
+    t0 = time.perf_counter()
+    emb = embedder.embed(test.features, batch_size=int(cfg["batch_size"]))
+    embed_seconds = time.perf_counter() - t0
+    expansion = check_expansion(threshold["expansion"], metric)
+    ev = evaluate_embeddings(emb, test.work_id, metric, embedder.head,
+                             float(threshold["threshold"]), cfg, int(params["seed"]),
+                             embed_seconds, expansion)
+    baseline = baseline or {}
+    queries = baseline_queries(params, test.work_id, baseline)
+    subset = queries is not None and len(queries) < ev.metrics["n_queries"]
+    model_sub = on_queries(ev.stats, queries, len(emb) - 1) if subset else None
+    plain_sub = None
+    if expansion[0]:
+        plain_sub = on_queries(ev.stats_plain, queries if subset else ev.stats_plain["query"],
+                               len(emb) - 1)
+    rows = compare(ev.metrics, baseline, model_sub, plain_sub)
+    seconds = {name: (baseline_seconds or {}).get(name, ev.seconds_per_query
+                                                   if name.startswith("model") else None)
+               for name in rows}
+    log.info("test MAP %.4f (%.4f without query expansion) MR1 %.2f P@10 %.4f | F1 %.4f at "
+             "%s <= %.4g", ev.metrics["map"], ev.metrics["map_plain"], ev.metrics["mr1"],
+             ev.metrics["p10"], ev.metrics["f1"], metric, ev.metrics["threshold"])
+    return EvalReport(ev, emb, rows, seconds)
+
+
+def write_report(report: EvalReport, test: FeatureSet, reports: Path) -> None:
+    """metrics.json, eval/embeddings.npz, the plots, compare.json and compare.md under
+    `reports`."""
+    write_plots(report.evaluation, reports / "plots" / "eval")
+    write_embeddings(reports / "eval" / "embeddings.npz", report.embeddings, test.work_id,
+                     test.perf_id)
+    write_json(reports / "metrics.json", report.evaluation.metrics)
+    write_json(reports / "compare.json", report.rows)
+    write_text(reports / "compare.md", compare_markdown(report.rows, report.seconds))
+
+
+def log_to_training_run(train_run_id: str | None, metrics: dict[str, Any]) -> None:
     """Copy the test metrics onto the training run as test_<name> (when it exists)."""
     if not train_run_id:
         return
@@ -195,56 +252,3 @@ def _log_to_training_run(train_run_id: str | None, metrics: dict[str, Any]) -> N
         mlflow.MlflowClient().log_batch(train_run_id, metrics=batch)
     except MlflowException as e:
         log.warning("could not log onto training run %s: %s", train_run_id, e)
-
-
-def run_evaluation(params: dict[str, Any], embedder: Any, test: FeatureSet,
-                   threshold: dict[str, Any], baseline: dict[str, dict[str, Any]] | None,
-                   reports: str | Path = paths.REPORTS) -> dict[str, Any]:
-    """Evaluate `embedder` on the test rows; write metrics.json, eval/embeddings.npz, the
-    plots, compare.json/.md under `reports`; log them to MLflow; return the metrics."""
-    import mlflow
-
-    cfg, reports = params["evaluate"], Path(reports)
-    metric = threshold["metric"]
-    if metric == "bce" and embedder.head is None:
-        raise CoveridError(f"threshold.json tuned the bce distance but the model "
-                           f"({embedder.metric}) has no BCE head: re-run the tune stage")
-    embedder.embed(test.features[:1])  # build the inference function outside the timing
-    t0 = time.perf_counter()
-    emb = embedder.embed(test.features, batch_size=int(cfg["batch_size"]))
-    embed_seconds = time.perf_counter() - t0
-    expansion = check_expansion(threshold.get("expansion", {}), metric)
-    ev = evaluate_embeddings(emb, test.work_id, metric, embedder.head,
-                             float(threshold["threshold"]), cfg, int(params["seed"]),
-                             embed_seconds, expansion)
-    baseline = baseline or {}
-    queries = baseline_queries(params, test.work_id, baseline)
-    seconds = ev.metrics["seconds_per_query"]
-    subset = queries is not None and len(queries) < ev.metrics["n_queries"]
-    model_sub = on_queries(ev.stats, queries, len(emb) - 1, seconds) if subset else None
-    plain_sub = None
-    if expansion[0]:
-        plain_sub = on_queries(ev.stats_plain, queries if subset else ev.stats_plain["query"],
-                               len(emb) - 1, seconds)
-    rows = compare(ev.metrics, baseline, model_sub, plain_sub)
-    plot_dir = reports / "plots" / "eval"
-    write_plots(ev, plot_dir)
-    write_embeddings(reports / "eval" / "embeddings.npz", emb, test.work_id, test.perf_id)
-    write_json(reports / "metrics.json", ev.metrics)
-    write_json(reports / "compare.json", rows)
-    write_text(reports / "compare.md", compare_markdown(rows))
-    with stage_run("evaluate", params) as run:
-        mlflow.log_metrics({k: float(v) for k, v in ev.metrics.items()})
-        mlflow.set_tag("coverid.metric", metric)
-        mlflow.log_artifacts(str(plot_dir), "plots/eval")
-        mlflow.log_artifact(str(reports / "compare.md"))
-        mlflow.log_dict(rows, "compare.json")
-        train_run_id = embedder.config.get("train_run_id")
-        if train_run_id:
-            mlflow.set_tag("coverid.train_run_id", train_run_id)
-        _log_to_training_run(train_run_id, ev.metrics)
-        log.info("MLflow evaluate run %s", run.info.run_id)
-    log.info("test MAP %.4f (%.4f without query expansion) MR1 %.2f P@10 %.4f | F1 %.4f at "
-             "%s <= %.4g", ev.metrics["map"], ev.metrics["map_plain"], ev.metrics["mr1"],
-             ev.metrics["p10"], ev.metrics["f1"], metric, ev.metrics["threshold"])
-    return ev.metrics

@@ -18,7 +18,6 @@ import numpy as np
 
 from coverid.core.config import params_hash
 from coverid.core.errors import CoveridError
-from coverid.core.tracking import pipeline_tags, setup, stage_run
 from coverid.eval.distance import paired
 from coverid.eval.expansion import select_expansion
 from coverid.eval.metrics import ThresholdScorer, sample_pairs
@@ -37,10 +36,9 @@ def candidate_metrics(model_metric: str) -> list[str]:
     return [model_metric] + [m for m in EMBEDDING_METRICS if m != model_metric]
 
 
-def study_name(cfg: dict[str, Any], seed: int, model_config: dict[str, Any]) -> str:
-    """`{study_name}-{model key}-{settings hash}` (see the module docstring)."""
-    model_key = str(model_config.get("train_run_id") or model_config.get("params_hash")
-                    or "untracked")[:8]
+def study_name(cfg: dict[str, Any], seed: int, model_fingerprint: str | None) -> str:
+    """`{study_name}-{model fingerprint}-{settings hash}` (see the module docstring)."""
+    model_key = model_fingerprint[:8] if model_fingerprint else "untracked"
     settings = params_hash({"seed": seed, "objective": cfg["objective"],
                             "n_negatives": cfg["n_negatives"]})[:6]
     return f"{cfg['study_name']}-{model_key}-{settings}"
@@ -125,29 +123,10 @@ class TrialLogger:
                 mlflow.log_metric(self.metric_name, trial.value)
 
 
-def _parent_run_id(params: dict[str, Any], train_run_id: str | None) -> str | None:
-    """The training run to nest trials under, when it exists in the tracking store."""
-    if not train_run_id:
-        return None
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    setup(params)
-    try:
-        mlflow.MlflowClient().get_run(train_run_id)
-    except MlflowException:
-        log.warning("training run %s not in the tracking store: tuning in a run of its own",
-                    train_run_id)
-        return None
-    return train_run_id
-
-
 def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
-                   work_id: np.ndarray) -> dict[str, Any]:
-    """Embed the validation split, run the study (trials logged to MLflow as runs nested
-    under the training run) and return the threshold.json content."""
-    import mlflow
-
+                   work_id: np.ndarray, callbacks: list | None = None) -> dict[str, Any]:
+    """Embed the validation split, run the study (each finished trial goes to `callbacks`),
+    pick the query expansion; return the threshold.json content."""
     cfg, seed = params["tune"], int(params["seed"])
     emb = embedder.embed(features, batch_size=int(cfg["batch_size"]))
     i, j, labels = sample_pairs(work_id, int(cfg["n_negatives"]), seed)
@@ -155,32 +134,27 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
         raise CoveridError("the validation split needs two versions of one work and two "
                            "different works to tune a threshold")
     scorers = pair_scorers(emb, i, j, labels, candidate_metrics(embedder.metric), embedder.head)
-    name = study_name(cfg, seed, embedder.config)
-    train_run_id = embedder.config.get("train_run_id")
-    parent = _parent_run_id(params, train_run_id)
-    with stage_run("tune", params, run_id=parent) as run:
-        callback = TrialLogger(cfg["objective"], run.info.experiment_id,
-                               {**pipeline_tags(params), "coverid.stage": "tune-trial"})
-        study = optimise(scorers, cfg["objective"], int(cfg["n_trials"]), seed, name,
-                         cfg["storage"], callbacks=[callback])
-        for key in ("train_run_id", "params_hash"):
-            study.set_user_attr(key, embedder.config.get(key))
-        expansion = select_expansion(emb, work_id, embedder.metric, embedder.head,
-                                     cfg["expansion"])
-        result = {**best_threshold(study, scorers, cfg["objective"]), "study_name": name,
-                  "storage": cfg["storage"], "n_trials": len(study.trials),
-                  "n_pairs": int(len(labels)), "n_positive": int(labels.sum()),
-                  "train_run_id": train_run_id, "mlflow_run_id": run.info.run_id,
-                  "expansion": expansion}
-        mlflow.log_metrics({"tune_threshold": result["threshold"],
-                            "tune_qe_k": expansion["k"], "tune_qe_alpha": expansion["alpha"],
-                            "tune_val_map": expansion["val_map"],
-                            "tune_val_map_plain": expansion["val_map_plain"],
-                            f"tune_{cfg['objective']}": result["objective_value"]})
-        mlflow.set_tag("coverid.tune_metric", result["metric"])
-        mlflow.log_dict(result, "tune/threshold.json")
+    name = study_name(cfg, seed, embedder.fingerprint)
+    study = optimise(scorers, cfg["objective"], int(cfg["n_trials"]), seed, name, cfg["storage"],
+                     callbacks=callbacks)
+    study.set_user_attr("model", embedder.fingerprint)
+    study.set_user_attr("params_hash", embedder.config.get("params_hash"))
+    expansion = select_expansion(emb, work_id, embedder.metric, embedder.head, cfg["expansion"])
+    result = {**best_threshold(study, scorers, cfg["objective"]), "model": embedder.fingerprint,
+              "study_name": name,
+              "storage": cfg["storage"], "n_trials": len(study.trials),
+              "n_pairs": int(len(labels)), "n_positive": int(labels.sum()),
+              "expansion": expansion}
     log.info("threshold %.4f (%s): %s %.4f; query expansion k=%d alpha=%g: val MAP %.4f "
              "(%.4f without)", result["threshold"], result["metric"], cfg["objective"],
              result["objective_value"], expansion["k"], expansion["alpha"],
              expansion["val_map"], expansion["val_map_plain"])
     return result
+
+
+def tune_metrics(result: dict[str, Any], objective: str) -> dict[str, float]:
+    """The tune stage's MLflow metrics from its result."""
+    e = result["expansion"]
+    return {"tune_threshold": result["threshold"], "tune_qe_k": e["k"], "tune_qe_alpha": e["alpha"],
+            "tune_val_map": e["val_map"], "tune_val_map_plain": e["val_map_plain"],
+            f"tune_{objective}": result["objective_value"]}

@@ -1,12 +1,13 @@
 """A trained encoder on disk (and in the MLflow registry): save, load, embed.
 
 Model dir layout: `encoder.keras` (the Keras model) + `config.json` (arch, loss, embedding_dim,
-metric, feature, spect_len, tile, max_frames, preprocess, train_run_id, params_hash, and for the
+metric, feature, spect_len, tile, max_frames, preprocess, params_hash, and for the
 bce loss `head`: {"weights": [...], "bias": b}).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from coverid.core.errors import BadInputError, CoveridError
-from coverid.core.io import atomic_dir
+from coverid.core.io import atomic_dir, restamp_zip, to_json
 from coverid.model import (
     encoders,  # noqa: F401  (registers the custom layers for deserialisation)
 )
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "encoder.keras"
 CONFIG_FILE = "config.json"
+KERAS_METADATA = "metadata.json"  # members of the .keras zip
+KERAS_CONFIG = "config.json"
 CACHE_ENV = "COVERID_CACHE"
 
 
@@ -41,9 +44,10 @@ class Embedder:
     """An encoder with its config: `embed` maps (N, F, L) features to (N, D) embeddings."""
 
     def __init__(self, encoder: Any, config: dict[str, Any],
-                 head: tuple[np.ndarray, float] | None = None) -> None:
+                 head: tuple[np.ndarray, float] | None = None, fingerprint: str | None = None) -> None:
         self.encoder = encoder
         self.config = config
+        self.fingerprint = fingerprint
         self.metric = config.get("metric", metric_for(config.get("loss", "contrastive")))
         self.head = head
         self._fn = None
@@ -93,14 +97,32 @@ def save_embedder(model_dir: str | Path, encoder: Any, config: dict[str, Any],
         config["head"] = {"weights": np.asarray(w, np.float32).ravel().tolist(), "bias": float(b)}
     with atomic_dir(model_dir) as tmp:
         encoder.save(tmp / MODEL_FILE)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json) + "\n")
+        reproducible_keras_file(tmp / MODEL_FILE)
+        (tmp / CONFIG_FILE).write_text(to_json(config) + "\n")
 
 
-def _json(obj: Any) -> Any:
-    """numpy values -> JSON."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+def reproducible_keras_file(path: Path) -> None:
+    """Drop what varies between saves of the same model from a .keras archive: the wall-clock
+    time (metadata.json's date_saved, the members' zip dates) and the memory addresses Keras
+    uses as shared_object_id (renumbered in order of appearance, which keeps the sharing)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(z.read(KERAS_METADATA))
+        config = json.loads(z.read(KERAS_CONFIG))
+    meta.pop("date_saved", None)
+    restamp_zip(path, {KERAS_METADATA: (json.dumps(meta) + "\n").encode(),
+                       KERAS_CONFIG: json.dumps(_renumber_shared(config, {})).encode()})
+
+
+def _renumber_shared(obj: Any, ids: dict[int, int]) -> Any:
+    """`obj` with every shared_object_id replaced by 1, 2, ... in order of first appearance."""
+    if isinstance(obj, dict):
+        return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else
+                    _renumber_shared(v, ids)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_renumber_shared(v, ids) for v in obj]
+    return obj
 
 
 def load_embedder(model: str | Path) -> Embedder:
@@ -136,7 +158,16 @@ def _load_dir(model_dir: Path) -> Embedder:
         head = (np.asarray(config["head"]["weights"], np.float32), float(config["head"]["bias"]))
     if config.get("metric") == "bce" and head is None:
         raise BadInputError(found / CONFIG_FILE, "metric is bce but the head is missing")
-    return Embedder(encoder, config, head)
+    return Embedder(encoder, config, head, fingerprint(found))
+
+
+def fingerprint(model_dir: str | Path) -> str:
+    """A short content hash of a model dir (its Keras file and config): the same trained
+    model has the same fingerprint, which ties it to its MLflow training run."""
+    h = hashlib.sha256()
+    for name in (MODEL_FILE, CONFIG_FILE):
+        h.update((Path(model_dir) / name).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _find_model_dir(root: Path) -> Path | None:

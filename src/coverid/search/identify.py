@@ -92,7 +92,7 @@ def model_identity(embedder: Any, source: str) -> dict[str, Any]:
         "source": source,
         "arch": cfg.get("arch"),
         "params_hash": cfg.get("params_hash"),
-        "train_run_id": cfg.get("train_run_id"),
+        "model": getattr(embedder, "fingerprint", None),
         "config_hash": params_hash(cfg),
         "metric": str(embedder.metric),
         "dim": int(probe.shape[-1]),
@@ -269,7 +269,7 @@ def read_threshold_file(path: str | Path) -> dict[str, Any]:
         value = value.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
         raise BadInputError(path, "no numeric 'threshold' value")
-    keep = {k: obj[k] for k in ("objective", "metric", "train_run_id", "params_hash", "expansion")
+    keep = {k: obj[k] for k in ("objective", "metric", "model", "params_hash", "expansion")
             if k in obj}
     return {"value": float(value), "source": str(path), **keep}
 
@@ -282,9 +282,9 @@ def threshold_problem(threshold: dict[str, Any], embedder: Any, distance: str | 
         return f"tuned on the {metric} distance, which a {embedder.metric} model does not use"
     if distance is not None and metric is not None and metric != distance:
         return f"tuned on the {metric} distance, results are ranked by {distance}"
-    run = embedder.config.get("train_run_id")
-    if threshold.get("train_run_id") and run and threshold["train_run_id"] != run:
-        return f"tuned for training run {threshold['train_run_id']}, the model is from run {run}"
+    model = getattr(embedder, "fingerprint", None)
+    if threshold.get("model") and model and threshold["model"] != model:
+        return f"tuned for model {threshold['model']}, this model is {model}"
     return None
 
 

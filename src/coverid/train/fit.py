@@ -1,5 +1,5 @@
 """The training loop: Siamese encoder + loss + Lookahead(Adam), validation MAP, early stopping,
-atomic checkpoints for resuming, and the train stage (MLflow run, model dir, reports).
+atomic checkpoints for resuming; what the train stage reports.
 
 Determinism: `keras.utils.set_random_seed(seed)` and op determinism; every epoch's batches
 come from (seed, epoch) (see pairs.py), and a checkpoint holds all model, head and optimiser
@@ -21,21 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from coverid.core import paths
 from coverid.core.config import params_hash
 from coverid.core.errors import CoveridError
-from coverid.core.io import atomic_path, write_json, write_text
-from coverid.core.tracking import stage_run
-from coverid.data.splits import read_splits, split_mask
-from coverid.data.store import FeatureSet, read_features
+from coverid.core.io import atomic_path, write_text
+from coverid.data.splits import split_mask
+from coverid.data.store import FeatureSet
 from coverid.eval.distance import pairwise
 from coverid.eval.metrics import retrieval_metrics
 from coverid.model.embedder import (
     embed_batches,
-    log_mlflow_model,
     make_embed_fn,
     metric_for,
-    save_embedder,
 )
 from coverid.model.encoders import (
     build_encoder,
@@ -385,7 +381,7 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     return FitResult(trainer.encoder, trainer.head_arrays(), state, setup.describe())
 
 
-# ---------------------------------------------------------------- the stage
+# ---------------------------------------------------------------- the stage's values
 
 def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, FeatureSet]:
     """(train, val) feature sets; a clear error when train is empty."""
@@ -396,9 +392,9 @@ def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, Feat
     return train_fs, val_fs
 
 
-def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any,
-                    run_id: str | None) -> dict[str, Any]:
-    """config.json of the model dir (COMMON contract)."""
+def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dict[str, Any]:
+    """config.json of the model dir (COMMON contract); no run id or time, so the same
+    training gives the same bytes (the MLflow run is found by the model's fingerprint)."""
     pre = params.get("preprocess", {})
     return {
         "arch": params["model"]["arch"],
@@ -410,7 +406,6 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any,
         "tile": int(fs.features.shape[1]) == 23,
         "max_frames": pre.get("max_frames"),
         "preprocess": pre,
-        "train_run_id": run_id,
         "params_hash": params_hash(params),
     }
 
@@ -447,52 +442,27 @@ def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | 
     plt.close(fig)
 
 
-def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
-              reports_dir: str | Path | None = None) -> dict[str, Any]:
-    """The train stage: read features and splits, fit, save the model dir, log to MLflow,
-    write reports/train.json and the training curve. Returns the train.json metrics."""
-    import mlflow
+def resume_run_id(train: dict[str, Any], checkpoint_dir: Path) -> str | None:
+    """The MLflow run of the checkpoint `train.resume` continues, if any."""
+    if not train["resume"] or not (checkpoint_dir / LAST).exists():
+        return None
+    saved = read_checkpoint_state(checkpoint_dir / LAST)
+    return saved.get("run_id") if saved else None
 
-    model_dir = Path(model_dir or paths.MODEL_DIR)
-    reports = Path(reports_dir or paths.REPORTS)
-    fs = read_features(paths.processed_file(params), params.get("preprocess", {}).get("feature"))
-    train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(params)))
-    ckpt = model_dir.parent / "checkpoints"
-    run_id = None
-    if params["train"].get("resume") and (ckpt / LAST).exists():
-        saved = read_checkpoint_state(ckpt / LAST)
-        run_id = saved.get("run_id") if saved else None
-    with stage_run("train", params, run_id=run_id) as run:
-        setup = setup_devices(params["train"])
-        mlflow.log_dict(setup.describe(), "devices.json")
-        mlflow.set_tags({"coverid.devices": ",".join(setup.gpus or setup.cpus),
-                         "coverid.strategy": setup.kind})
-        result = fit(params, train_fs, val_fs, ckpt, setup, run.info.run_id,
-                     on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
-        t0 = time.perf_counter()
-        config = embedder_config(params, fs, result.encoder, run.info.run_id)
-        save_embedder(model_dir, result.encoder, config, result.head)
-        log.info("saved %s in %.1f s", model_dir, time.perf_counter() - t0)
-        st = result.state
-        metrics = {
-            "best_val_map": None if st.best_val_map < 0 else round(st.best_val_map, 6),
-            "best_epoch": st.best_epoch,
-            "final_loss": round(st.history[-1]["loss"], 6) if st.history else None,
-            "epochs_run": st.epoch,
-            "stopped_early": st.stopped_early,
-            "seconds": round(st.seconds, 2),
-            "pairs_per_second": round(result.pairs_per_second, 2),
-            "n_train": len(train_fs),
-            "n_val": len(val_fs),
-        }
-        write_json(reports / "train.json", metrics)
-        png = reports / "plots" / "train_curve.png"
-        write_curve(st.history, reports / "plots" / "train_curve.csv", png)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        mlflow.log_artifact(str(reports / "plots" / "train_curve.csv"), "plots")
-        mlflow.log_artifact(str(png), "plots")
-        t0 = time.perf_counter()
-        log_mlflow_model(model_dir, params["mlflow"].get("registered_model"))
-        log.info("logged the MLflow model in %.1f s", time.perf_counter() - t0)
-    return metrics
+
+def train_report(result: FitResult, n_train: int, n_val: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(train.json quality metrics, timings): timings vary from run to run, so they stay out
+    of the DVC metrics file."""
+    st = result.state
+    metrics = {
+        "best_val_map": None if st.best_val_map < 0 else round(st.best_val_map, 6),
+        "best_epoch": st.best_epoch,
+        "final_loss": round(st.history[-1]["loss"], 6) if st.history else None,
+        "epochs_run": st.epoch,
+        "stopped_early": st.stopped_early,
+        "n_train": n_train,
+        "n_val": n_val,
+    }
+    timings = {"train_seconds": round(st.seconds, 2),
+               "pairs_per_second": round(result.pairs_per_second, 2)}
+    return metrics, timings
