@@ -21,6 +21,7 @@ import numpy as np
 from coverid.core import paths
 from coverid.core.config import load_params
 from coverid.core.io import write_json
+from coverid.eval.metrics import map_standard_error
 
 OUT = Path("reports/bench/key_rolls.json")
 
@@ -38,16 +39,6 @@ def with_rolls(trained: Any, model_cfg: dict[str, Any], rolls: int, sharpness: f
     return enc
 
 
-def work_bootstrap_se(ap: np.ndarray, query_work: np.ndarray, n_boot: int = 2000,
-                      seed: int = 0) -> float:
-    """Standard error of MAP when the works (not the queries, which share a work) are resampled."""
-    works = np.unique(query_work)
-    per_work = np.array([ap[query_work == w].mean() for w in works])
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(works), (n_boot, len(works)))
-    return float(per_work[picks].mean(axis=1).std())
-
-
 def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[str, float]:
     """MAP (with its work-bootstrap standard error) and MR1, plain and with query expansion."""
     from coverid.eval.expansion import augment
@@ -57,7 +48,7 @@ def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[
     for suffix, e in [("", emb)] + ([("_qe", augment(emb, k, alpha))] if k else []):
         stats = query_stats_from_embeddings(e, work_id)
         out[f"map{suffix}"] = float(stats["ap"].mean())
-        out[f"map{suffix}_se"] = work_bootstrap_se(stats["ap"], np.asarray(work_id)[stats["query"]])
+        out[f"map{suffix}_se"] = map_standard_error(stats["ap"], np.asarray(work_id)[stats["query"]])
         out[f"mr1{suffix}"] = float(stats["rank1"].mean())
     return out
 

@@ -49,9 +49,9 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
     row = {"map": summarize(stats, len(emb) - 1)["map"], "best_val_map": result.state.best_val_map,
            "expansion": qe, "map_expanded": summarize(expanded, len(emb) - 1)["map"]}
     if queries is not None:
-        row["map_on_baseline_queries"] = on_queries(stats, queries, len(emb) - 1, 0.0)["map"]
+        row["map_on_baseline_queries"] = on_queries(stats, queries, len(emb) - 1, test.work_id)["map"]
         row["map_expanded_on_baseline_queries"] = on_queries(expanded, queries, len(emb) - 1,
-                                                             0.0)["map"]
+                                                             test.work_id)["map"]
     return row
 
 

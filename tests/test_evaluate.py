@@ -68,14 +68,14 @@ def test_evaluate_embeddings_ranks_expanded_vectors():
 
 
 def test_compare_rows_and_markdown():
-    model = {"map": 0.8, "mr1": 1.5, "p10": 0.2, "n_queries": 10, "f1": 0.9}
-    base = {"qmax": {"map": 0.3, "mr1": 4.0, "p10": 0.1, "n_queries": 5}}
+    model = {"map": 0.8, "map_se": 0.05, "mr1": 1.5, "p10": 0.2, "n_queries": 10, "f1": 0.9}
+    base = {"qmax": {"map": 0.3, "map_se": 0.1, "mr1": 4.0, "p10": 0.1, "n_queries": 5}}
     rows = compare(model, base, {**model, "map": 0.7, "n_queries": 5})
     assert list(rows) == ["model", "model (baseline queries)", "qmax"]
     assert "f1" not in rows["model"]
     md = compare_markdown(rows, {"model": 0.001, "model (baseline queries)": 0.001, "qmax": 2.0})
     assert md.count("\n") == 5
-    assert "| qmax | 5 | 0.3000 | 4.00 | 0.1000 | 2 |" in md
+    assert "| qmax | 5 | 0.3000 | 0.100 | 4.00 | 0.1000 | 2 |" in md
     assert "| model (baseline queries) | 5 | 0.7000 |" in md
     rows = compare(model, base, {**model, "n_queries": 5}, {**model, "map": 0.6, "n_queries": 5})
     assert rows["model without query expansion (baseline queries)"]["map"] == 0.6
@@ -88,8 +88,11 @@ def test_on_queries_subsets_stats():
     stats = {"query": np.array([0, 2, 5]), "ap": np.array([1.0, 0.5, 0.0]),
              "rank1": np.array([1, 2, 9]), "p10": np.array([0.1, 0.1, 0.1]),
              "n_relevant": np.array([1, 1, 1])}
-    sub = on_queries(stats, np.array([2, 5]), 9)
+    work_id = np.array(["a", "b", "c", "b", "b", "c"])
+    sub = on_queries(stats, np.array([2, 5]), 9, work_id)
     assert sub["map"] == 0.25 and sub["mr1"] == 5.5 and sub["n_queries"] == 2
+    assert np.isnan(sub["map_se"])  # both queries of work c: no spread to estimate
+    assert on_queries(stats, np.array([0, 2]), 9, work_id)["map_se"] > 0
 
 
 def test_read_report(tmp_path):
@@ -109,7 +112,7 @@ def test_evaluate_and_write_report(params, tmp_path):
     threshold = {"threshold": 0.6, "metric": "euclidean", "objective": "f1",
                  "expansion": {"k": 0, "alpha": 0.0}}
     n_base = len(select_queries(fs.work_id, 5, params["seed"]))
-    baseline = {"dtw": {"map": 0.4, "mr1": 2.0, "p10": 0.2, "n_queries": n_base}}
+    baseline = {"dtw": {"map": 0.4, "map_se": 0.1, "mr1": 2.0, "p10": 0.2, "n_queries": n_base}}
     params["baseline"]["max_queries"] = 5
     report = evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5})
     write_report(report, fs, tmp_path / "r")
@@ -137,7 +140,8 @@ def test_evaluate_and_write_report(params, tmp_path):
     assert list(cmp) == ["model", "model (baseline queries)", "dtw"]
     assert cmp["model (baseline queries)"]["n_queries"] == n_base
     md = (r / "compare.md").read_text()
-    assert "| dtw | 5 | 0.4000 | 2.00 | 0.2000 | 0.5 |" in md
+    assert "| dtw | 5 | 0.4000 | 0.100 | 2.00 | 0.2000 | 0.5 |" in md
+    assert 0 <= saved["map_se"] < 0.2
     # The same evaluation again gives the same bytes (DVC's hashes reproduce).
     before = {p: p.read_bytes() for p in r.rglob("*") if p.is_file() and p.name != "compare.md"}
     write_report(evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5}), fs, r)

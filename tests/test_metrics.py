@@ -250,3 +250,23 @@ def test_sample_pairs_large_path():
     assert np.all(i < j)
     assert len(set(zip(i.tolist(), j.tolist()))) == len(i)
     np.testing.assert_array_equal(y, (work[i] == work[j]).astype(int))
+
+
+def test_map_standard_error_resamples_works():
+    from coverid.eval.metrics import map_standard_error
+
+    # Every work the same AP: no spread.
+    assert map_standard_error(np.full(6, 0.5), np.repeat(["a", "b", "c"], 2)) == 0.0
+    # Two works of two queries, AP 0 and 1: resampled MAP is 0, 1/2 or 1 with probabilities
+    # 1/4, 1/2, 1/4, so its standard deviation is sqrt(1/8).
+    se = map_standard_error(np.array([0.0, 0.0, 1.0, 1.0]), np.array(["a", "a", "b", "b"]),
+                            n_boot=20000)
+    assert se == pytest.approx(np.sqrt(1 / 8), abs=0.01)
+    # MAP weights queries: a work of 3 queries at AP 1 and one of 1 query at AP 0 gives
+    # 3/4 on the full set; resampling both works twice gives 1 or 0.
+    rng_free = map_standard_error(np.array([1.0, 1.0, 1.0, 0.0]), np.array(["a", "a", "a", "b"]),
+                                  n_boot=20000)
+    p = {1.0: 0.25, 0.75: 0.5, 0.0: 0.25}  # (a, a), (a, b) or (b, a), (b, b)
+    mean = sum(v * w for v, w in p.items())
+    assert rng_free == pytest.approx(np.sqrt(sum(w * (v - mean) ** 2 for v, w in p.items())), abs=0.01)
+    assert np.isnan(map_standard_error(np.array([1.0]), np.array(["a"])))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from coverid.core.errors import CoveridError
-from coverid.eval.metrics import query_stats, summarize
+from coverid.eval.metrics import query_stats, stats_map_se, summarize
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def distance_rows(method: str, chroma: np.ndarray, queries: np.ndarray, cfg: dic
 
 def run_baselines(features: np.ndarray, work_id: np.ndarray, cfg: dict[str, Any],
                   seed: int) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """({method: {map, mr1, p10, n_queries}}, {method: seconds per query}) for each of
+    """({method: {map, mr1, p10, n_queries, map_se}}, {method: seconds per query}) for each of
     cfg['methods'] on features (N, F, L), with the queries of `select_queries`."""
     unknown = [m for m in cfg["methods"] if m not in METHODS]
     if unknown:
@@ -244,8 +244,10 @@ def run_baselines(features: np.ndarray, work_id: np.ndarray, cfg: dict[str, Any]
     for method in cfg["methods"]:
         log.info("%s: %d queries x %d candidates", method, len(queries), len(chroma))
         rows, secs = distance_rows(method, chroma, queries, cfg, int(cfg["workers"]))
-        m = summarize(query_stats(rows, work_id, query_idx=queries), len(chroma) - 1)
+        stats = query_stats(rows, work_id, query_idx=queries)
+        m = summarize(stats, len(chroma) - 1)
         out[method] = {k: m[k] for k in ("map", "mr1", "p10", "n_queries")}
+        out[method]["map_se"] = stats_map_se(stats, work_id)
         seconds[method] = float(np.mean(secs)) if len(secs) else float("nan")
         log.info("%s: MAP %.4f MR1 %.2f P@10 %.4f", method, m["map"], m["mr1"], m["p10"])
     return out, seconds

@@ -24,6 +24,7 @@ from coverid.eval.metrics import (
     query_stats_from_embeddings,
     roc_curve,
     sample_pairs,
+    stats_map_se,
     summarize,
     verification_metrics,
 )
@@ -32,10 +33,10 @@ log = logging.getLogger(__name__)
 
 EVAL_DIR = paths.REPORTS / "eval"
 PLOT_DIR = paths.PLOTS / "eval"
-METRIC_KEYS = ("map", "mr1", "p10", "n_queries", "n_candidates", "threshold", "accuracy",
+METRIC_KEYS = ("map", "map_se", "mr1", "p10", "n_queries", "n_candidates", "threshold", "accuracy",
                "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "average_precision",
                "qe_k", "qe_alpha", "map_plain", "mr1_plain", "p10_plain")
-COMPARE_KEYS = ("map", "mr1", "p10", "n_queries")
+COMPARE_KEYS = ("map", "map_se", "mr1", "p10", "n_queries")
 
 
 @dataclass
@@ -81,7 +82,8 @@ def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
     d = paired(emb[i], emb[j], metric, head)
     verification = verification_metrics(d, labels, threshold)
     per_query = embed_seconds / len(emb) + rank_seconds / max(1, retrieval["n_queries"])
-    merged = {**retrieval, **verification, "qe_k": k, "qe_alpha": alpha,
+    merged = {**retrieval, "map_se": stats_map_se(stats, work_id), **verification,
+              "qe_k": k, "qe_alpha": alpha,
               **{f"{m}_plain": without[m] for m in ("map", "mr1", "p10")}}
     return Evaluation({m: merged[m] for m in METRIC_KEYS}, stats, plain, d, labels, metric,
                       per_query)
@@ -133,20 +135,23 @@ def compare_markdown(rows: dict[str, dict[str, Any]], seconds: dict[str, float |
     def fmt(v: Any, spec: str) -> str:
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
 
-    lines = ["| method | queries | MAP | MR1 | P@10 | seconds/query |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| method | queries | MAP | MAP s.e. | MR1 | P@10 | seconds/query |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {fmt(r['n_queries'], 'd')} | {fmt(r['map'], '.4f')} | "
+                     f"{fmt(r.get('map_se'), '.3f')} | "
                      f"{fmt(r['mr1'], '.2f')} | {fmt(r['p10'], '.4f')} | "
                      f"{fmt(seconds.get(name), '.4g')} |")
     return "\n".join(lines) + "\n"
 
 
-def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray,
-               n_candidates: int) -> dict[str, Any]:
-    """The model's retrieval metrics restricted to `queries` (performance indices)."""
+def on_queries(stats: dict[str, np.ndarray], queries: np.ndarray, n_candidates: int,
+               work_id: np.ndarray) -> dict[str, Any]:
+    """The model's retrieval metrics (and MAP's standard error) restricted to `queries`
+    (performance indices)."""
     keep = np.isin(stats["query"], queries)
-    return summarize({k: v[keep] for k, v in stats.items()}, n_candidates)
+    sub = {k: v[keep] for k, v in stats.items()}
+    return {**summarize(sub, n_candidates), "map_se": stats_map_se(sub, work_id)}
 
 
 def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
@@ -212,11 +217,11 @@ def evaluate(params: dict[str, Any], embedder: Any, test: FeatureSet, threshold:
     baseline = baseline or {}
     queries = baseline_queries(params, test.work_id, baseline)
     subset = queries is not None and len(queries) < ev.metrics["n_queries"]
-    model_sub = on_queries(ev.stats, queries, len(emb) - 1) if subset else None
+    model_sub = on_queries(ev.stats, queries, len(emb) - 1, test.work_id) if subset else None
     plain_sub = None
     if expansion[0]:
         plain_sub = on_queries(ev.stats_plain, queries if subset else ev.stats_plain["query"],
-                               len(emb) - 1)
+                               len(emb) - 1, test.work_id)
     rows = compare(ev.metrics, baseline, model_sub, plain_sub)
     seconds = {name: (baseline_seconds or {}).get(name, ev.seconds_per_query
                                                    if name.startswith("model") else None)

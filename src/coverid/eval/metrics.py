@@ -16,6 +16,7 @@ import numpy as np
 from coverid.eval.distance import pairwise
 
 TOP_K = 10
+BOOTSTRAPS = 2000  # resamples for a standard error: enough for two significant digits
 
 
 # --------------------------------------------------------------------------- retrieval
@@ -135,6 +136,24 @@ def per_query_ap(dist: np.ndarray, work_id: np.ndarray, query_mask: np.ndarray |
                  query_idx: np.ndarray | None = None) -> np.ndarray:
     """Average precision of every valid query (one with a relevant candidate), in row order."""
     return query_stats(dist, work_id, query_mask, query_idx)["ap"]
+
+
+def map_standard_error(ap: np.ndarray, query_work: np.ndarray, n_boot: int = BOOTSTRAPS,
+                       seed: int = 0) -> float:
+    """Standard error of MAP when the works are resampled with replacement (the queries of
+    one work are not independent): the std of the resampled sets' MAPs; NaN under 2 works."""
+    works, codes = np.unique(np.asarray(query_work), return_inverse=True)
+    if len(works) < 2:
+        return float("nan")
+    sums = np.bincount(codes, weights=np.asarray(ap, np.float64))
+    counts = np.bincount(codes).astype(np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(works), (n_boot, len(works)))
+    return float((sums[picks].sum(axis=1) / counts[picks].sum(axis=1)).std())
+
+
+def stats_map_se(stats: dict[str, np.ndarray], work_id: np.ndarray) -> float:
+    """map_standard_error of per-query stats (their "query" rows index `work_id`)."""
+    return map_standard_error(stats["ap"], np.asarray(work_id)[stats["query"]])
 
 
 def summarize(stats: dict[str, np.ndarray], n_candidates: int) -> dict[str, Any]:
