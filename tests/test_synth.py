@@ -17,7 +17,7 @@ from coverid.data import synth
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 SR = 22050
 TINY = dict(n_works=3, versions_per_work=3, n_noise=2, duration_s=6.0, sample_rate=SR,
-            max_offset_s=2.0, n_sections=2, bars_per_section=2)
+            max_offset_s=2.0, n_sections=2, bars_per_section=2, workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,12 @@ def test_same_seed_same_bytes_other_seed_other_audio(cfg, corpus, tmp_path):
     assert a.keys() == b.keys()
     wavs = [k for k in a if k.endswith(".wav")]
     assert all(a[k] != b[k] for k in wavs)
+
+
+def test_worker_processes_write_the_same_corpus(cfg, corpus, tmp_path):
+    out, meta = corpus
+    assert synth.generate_corpus(tmp_path / "two", {**cfg, "workers": 2}, seed=7) == meta
+    assert _files(tmp_path / "two") == _files(out)
 
 
 def test_noise_count_does_not_change_the_works(cfg, corpus, tmp_path):

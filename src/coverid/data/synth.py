@@ -88,7 +88,7 @@ WORK, NOISE_SONG = 0, 1        # first spawn_key element: a work's RNGs never de
 REQUIRED_KEYS = ("n_works", "versions_per_work", "n_noise", "duration_s", "sample_rate",
                  "tempo_bpm", "tempo_range", "snr_db", "p_section_edit", "max_offset_s",
                  "p_melody_variation", "p_chord_substitution", "p_common_progression",
-                 "timbre_jitter", "n_sections", "bars_per_section", "peak_dbfs")
+                 "timbre_jitter", "n_sections", "bars_per_section", "peak_dbfs", "workers")
 
 
 @dataclass(frozen=True)
@@ -497,30 +497,56 @@ def _plan(cfg: dict[str, Any]) -> list[tuple[int, int, int]]:
 
 
 def _write_songs(root: Path, cfg: dict[str, Any], seed: int) -> dict:
-    """Render and write every performance under root; return the Da-TACOS metadata."""
-    import soundfile as sf
+    """Render and write every performance under root, works spread over `cfg["workers"]`
+    processes (each song has its own seeded RNG, so the bytes do not depend on the split);
+    return the Da-TACOS metadata, in plan order."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
-    sr, duration = int(cfg["sample_rate"]), float(cfg["duration_s"])
     plan = _plan(cfg)
+    first_perf = np.cumsum([0] + [n for _, _, n in plan])[:-1] + 1
+    jobs = [(root, cfg, seed, w_no, kind, index, n, int(p0))
+            for w_no, ((kind, index, n), p0) in enumerate(zip(plan, first_perf), start=1)]
     metadata: dict[str, dict[str, dict]] = {}
-    perf_no = 0
+    workers = max(1, int(cfg["workers"]))
     with tqdm(total=sum(n for _, _, n in plan), desc="synth corpus", unit="song") as bar:
-        for w_no, (kind, index, n_versions) in enumerate(plan, start=1):
-            work_id = f"W_{w_no}"
-            work = make_work(song_rng(seed, kind, index, 0), cfg)
-            (root / work_id).mkdir()
-            metadata[work_id] = {}
-            for v in range(n_versions):
-                perf_no += 1
-                perf_id = f"P_{perf_no}"
-                version = make_version(song_rng(seed, kind, index, v + 1), work, cfg)
-                audio = render_version(work, version, sr, duration, cfg["peak_dbfs"])
-                sf.write(root / work_id / f"{perf_id}.wav", to_pcm16(audio), sr, subtype="PCM_16")
-                metadata[work_id][perf_id] = perf_metadata(work, version, work_id, perf_id,
-                                                           kind == NOISE_SONG, sr, duration)
-                bar.update()
+        if workers == 1:
+            done = map(_write_work, jobs)
+            pool = None
+        else:
+            # spawn: safe even when the parent has loaded threaded libraries (TF, BLAS)
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+            done = pool.map(_write_work, jobs, chunksize=8)
+        try:
+            for work_id, perfs in done:
+                metadata[work_id] = perfs
+                bar.update(len(perfs))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
     return metadata
+
+
+def _write_work(job: tuple) -> tuple[str, dict[str, dict]]:
+    """Render and write one work's performances: (work_id, {perf_id: metadata})."""
+    import soundfile as sf
+
+    root, cfg, seed, w_no, kind, index, n_versions, first_perf = job
+    sr, duration = int(cfg["sample_rate"]), float(cfg["duration_s"])
+    work_id = f"W_{w_no}"
+    work = make_work(song_rng(seed, kind, index, 0), cfg)
+    (root / work_id).mkdir()
+    perfs = {}
+    for v in range(n_versions):
+        perf_id = f"P_{first_perf + v}"
+        version = make_version(song_rng(seed, kind, index, v + 1), work, cfg)
+        audio = render_version(work, version, sr, duration, cfg["peak_dbfs"])
+        sf.write(root / work_id / f"{perf_id}.wav", to_pcm16(audio), sr, subtype="PCM_16")
+        perfs[perf_id] = perf_metadata(work, version, work_id, perf_id, kind == NOISE_SONG, sr,
+                                       duration)
+    return work_id, perfs
 
 
 def perf_metadata(work: Work, version: Version, work_id: str, perf_id: str, noise: bool,
