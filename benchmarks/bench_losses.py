@@ -47,6 +47,7 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
     expanded = stats if not qe["k"] else query_stats_from_embeddings(
         augment(emb, qe["k"], qe["alpha"]), test.work_id)
     row = {"map": summarize(stats, len(emb) - 1)["map"], "best_val_map": result.state.best_val_map,
+           "best_epoch": result.state.best_epoch, "epochs_run": result.state.epoch,
            "expansion": qe, "map_expanded": summarize(expanded, len(emb) - 1)["map"]}
     if queries is not None:
         row["map_on_baseline_queries"] = on_queries(stats, queries, len(emb) - 1, test.work_id)["map"]
