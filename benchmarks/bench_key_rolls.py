@@ -20,6 +20,7 @@ import numpy as np
 
 from coverid.core import paths
 from coverid.core.config import load_params
+from coverid.eval.expansion import expansion_of
 from coverid.core.io import write_json
 
 OUT = Path("reports/bench/key_rolls.json")
@@ -48,14 +49,14 @@ def work_bootstrap_se(ap: np.ndarray, query_work: np.ndarray, n_boot: int = 2000
     return float(per_work[picks].mean(axis=1).std())
 
 
-def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[str, float]:
+def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float, chunk: int) -> dict[str, float]:
     """MAP (with its work-bootstrap standard error) and MR1, plain and with query expansion."""
     from coverid.eval.expansion import augment
     from coverid.eval.metrics import query_stats_from_embeddings
 
     out: dict[str, float] = {}
-    for suffix, e in [("", emb)] + ([("_qe", augment(emb, k, alpha))] if k else []):
-        stats = query_stats_from_embeddings(e, work_id)
+    for suffix, e in [("", emb)] + ([("_qe", augment(emb, k, alpha, chunk))] if k else []):
+        stats = query_stats_from_embeddings(e, work_id, chunk_size=chunk)
         out[f"map{suffix}"] = float(stats["ap"].mean())
         out[f"map{suffix}_se"] = work_bootstrap_se(stats["ap"], np.asarray(work_id)[stats["query"]])
         out[f"mr1{suffix}"] = float(stats["rank1"].mean())
@@ -74,8 +75,8 @@ def main() -> None:
     params = load_params()
     if params["model"]["arch"] != "bag":
         raise SystemExit("bench_key_rolls: needs model.arch: bag")
-    tuned = json.loads((paths.REPORTS / "threshold.json").read_text()).get("expansion", {})
-    k, alpha = int(tuned.get("k", 0)), float(tuned.get("alpha", 0.0))
+    tuned = expansion_of(json.loads((paths.REPORTS / "threshold.json").read_text()))
+    k, alpha = int(tuned["k"]), float(tuned["alpha"])
     trained = load_embedder(paths.MODEL_DIR)
     splits = {name: load_split(params, name) for name in ("val", "test")}
     settings = [(1, 0.0)] + [(args.rolls, s) for s in args.sharpness]
@@ -85,7 +86,8 @@ def main() -> None:
         emb = Embedder(enc, trained.config)
         row: dict[str, Any] = {"key_rolls": rolls, "key_sharpness": sharpness}
         for name, fs in splits.items():
-            row[name] = measure(emb.embed(fs.features), fs.work_id, k, alpha)
+            row[name] = measure(emb.embed(fs.features), fs.work_id, k, alpha,
+                                int(params["evaluate"]["chunk_size"]))
         rows.append(row)
         v, t = row["val"], row["test"]
         print(f"rolls {rolls} sharpness {sharpness:6g}: val MAP {v['map']:.4f} MR1 {v['mr1']:.2f}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_datacos import make_tree, server, zip_folder  # noqa: F401  (server is a fixture)
+from test_datacos import NET, make_tree, server, zip_folder  # noqa: F401  (server is a fixture)
 from test_download_stage import _project, _stage
 
 from coverid.data import datacos
@@ -47,8 +47,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def _unpack(out, manifest, **kw):
-    return datacos.download(out, "benchmark", ["metadata", "crema"], checksums=manifest, retry_wait_s=0,
-                            progressbar=False, **kw)
+    return datacos.download(out, "benchmark", ["metadata", "crema"], checksums=manifest,
+                            progressbar=False, **{**NET, **kw})
 
 
 def test_from_dir_equals_download_and_leaves_zips_alone(tmp_path, server, zips):  # noqa: F811
@@ -116,7 +116,7 @@ def test_md5_mismatch_names_file_and_both_sums(tmp_path, zips):
 
     # without a manifest the built-in table (the published Zenodo md5s) is the reference
     with pytest.raises(BadInputError, match=f"expected {datacos.ARCHIVES[NAMES[0]][1]}, got "):
-        datacos.download(tmp_path / "raw2", "benchmark", ["metadata"], from_dir=folder)
+        datacos.download(tmp_path / "raw2", "benchmark", ["metadata"], from_dir=folder, **NET)
     assert not (tmp_path / "raw2").exists()
     assert _snapshot(folder) == before
 

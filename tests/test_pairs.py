@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import repo_params
 
 tf = pytest.importorskip("tensorflow")
 
@@ -11,10 +12,13 @@ from coverid.train import pairs as P  # noqa: E402
 
 # works 0..3 with 3 versions, then two noise songs (works 4, 5)
 LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 5], np.int32)
-AUG_OFF = {"p_transpose": 0.0, "p_stretch": 0.0, "stretch_range": 0.2, "p_crop": 0.0,
-           "crop_min": 0.6, "p_warp": 0.0, "warp_rate": 0.1}
-TRAIN = {"loss": "contrastive", "negative_sampling": "random", "steps_per_epoch": 3,
-         "batch_size": 6, "works_per_batch": 2, "versions_per_work": 3,
+# params.yaml's train section with every augmentation off, then a small contrastive setting
+PARAMS_TRAIN = repo_params()["train"].to_dict()
+AUG_OFF = {**PARAMS_TRAIN["augment"], "p_transpose": 0.0, "p_stretch": 0.0, "stretch_range": 0.2,
+           "p_crop": 0.0, "crop_min": 0.6, "p_warp": 0.0, "warp_rate": 0.1, "p_notes": 0.0,
+           "p_remap": 0.0, "p_reverse": 0.0}
+TRAIN = {**PARAMS_TRAIN, "loss": "contrastive", "negative_sampling": "random", "steps_per_epoch": 3,
+         "batch_size": 6, "works_per_batch": 2, "versions_per_work": 3, "singleton_positives": False,
          "augment": {**AUG_OFF, "p_transpose": 0.5, "p_stretch": 0.5, "p_crop": 0.5, "p_warp": 0.5}}
 
 

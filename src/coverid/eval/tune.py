@@ -166,7 +166,7 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
         for key in ("train_run_id", "params_hash"):
             study.set_user_attr(key, embedder.config.get(key))
         expansion = select_expansion(emb, work_id, embedder.metric, embedder.head,
-                                     cfg["expansion"])
+                                     cfg["expansion"], int(params["evaluate"]["chunk_size"]))
         result = {**best_threshold(study, scorers, cfg["objective"]), "study_name": name,
                   "storage": cfg["storage"], "n_trials": len(study.trials),
                   "n_pairs": int(len(labels)), "n_positive": int(labels.sum()),

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from coverid.core import paths
-from coverid.core.config import params_hash
+from coverid.core.config import params_hash, to_plain
 from coverid.core.errors import CoveridError
 from coverid.core.io import atomic_path, write_json, write_text
 from coverid.core.tracking import stage_run
@@ -149,7 +149,7 @@ class Trainer:
         if self.mode == "pk":
             x, w = batch
             return triplet_loss(w, self.encoder(x, training=training), self.train["margin"],
-                                self.train["mining"], bool(self.train.get("soft_margin")))
+                                self.train["mining"], bool(self.train["soft_margin"]))
         (x1, x2), extra = batch
         n = ops.shape(x1)[0]
         e = self.encoder(ops.concatenate([x1, x2], axis=0), training=training)
@@ -336,10 +336,10 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     init_encoder(params["model"], trainer.encoder, train_fs.features, seed)
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    state, best_weights = _resume(ckpt if train.get("resume") else None, trainer, key,
+    state, best_weights = _resume(ckpt if train["resume"] else None, trainer, key,
                                   TrainState(run_id=run_id))
     items = batch_items(train, encode_labels(train_fs.work_id))
-    every = max(int(train.get("checkpoint_every", 1)), 0) if ckpt is not None else 0
+    every = max(int(train["checkpoint_every"]), 0) if ckpt is not None else 0
     epochs = range(state.epoch, train["epochs"])
     if len(epochs):
         batches = iter(trainer.strategy.experimental_distribute_dataset(make_dataset(
@@ -399,7 +399,7 @@ def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, Feat
 def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any,
                     run_id: str | None) -> dict[str, Any]:
     """config.json of the model dir (COMMON contract)."""
-    pre = params.get("preprocess", {})
+    pre = to_plain(params["preprocess"])
     return {
         "arch": params["model"]["arch"],
         "loss": params["train"]["loss"],
@@ -408,7 +408,7 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any,
         "feature": fs.feature,
         "spect_len": fs.spect_len,
         "tile": int(fs.features.shape[1]) == 23,
-        "max_frames": pre.get("max_frames"),
+        "max_frames": pre["max_frames"],
         "preprocess": pre,
         "train_run_id": run_id,
         "params_hash": params_hash(params),
@@ -455,11 +455,11 @@ def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
 
     model_dir = Path(model_dir or paths.MODEL_DIR)
     reports = Path(reports_dir or paths.REPORTS)
-    fs = read_features(paths.processed_file(params), params.get("preprocess", {}).get("feature"))
+    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
     train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(params)))
     ckpt = model_dir.parent / "checkpoints"
     run_id = None
-    if params["train"].get("resume") and (ckpt / LAST).exists():
+    if params["train"]["resume"] and (ckpt / LAST).exists():
         saved = read_checkpoint_state(ckpt / LAST)
         run_id = saved.get("run_id") if saved else None
     with stage_run("train", params, run_id=run_id) as run:
@@ -493,6 +493,6 @@ def run_stage(params: dict[str, Any], model_dir: str | Path | None = None,
         mlflow.log_artifact(str(reports / "plots" / "train_curve.csv"), "plots")
         mlflow.log_artifact(str(png), "plots")
         t0 = time.perf_counter()
-        log_mlflow_model(model_dir, params["mlflow"].get("registered_model"))
+        log_mlflow_model(model_dir, params["mlflow"]["registered_model"])
         log.info("logged the MLflow model in %.1f s", time.perf_counter() - t0)
     return metrics

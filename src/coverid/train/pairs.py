@@ -263,12 +263,12 @@ def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):
 
     shape = x.shape
     tiled = shape[0] == 2 * PITCH - 1
-    if work_seed is not None and (aug.get("p_remap", 0.0) or aug.get("p_reverse", 0.0)):
+    if work_seed is not None and (aug["p_remap"] or aug["p_reverse"]):
         w = tf.random.stateless_uniform([2], seed=work_seed)
         perm = tf.random.experimental.stateless_shuffle(tf.range(PITCH), seed=work_seed)
-        x = tf.ensure_shape(tf.cond(w[0] < aug.get("p_remap", 0.0),
+        x = tf.ensure_shape(tf.cond(w[0] < aug["p_remap"],
                                     lambda: remap(x, perm, key, tiled), lambda: x), shape)
-        x = tf.ensure_shape(tf.cond(w[1] < aug.get("p_reverse", 0.0),
+        x = tf.ensure_shape(tf.cond(w[1] < aug["p_reverse"],
                                     lambda: tf.reverse(x, axis=[1]), lambda: x), shape)
     u = tf.random.stateless_uniform([9], seed=seed)
     sub = tf.random.experimental.stateless_fold_in(seed, 1)
@@ -282,9 +282,9 @@ def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):
         (u[2] < aug["p_stretch"], lambda v: stretch(v, factor, u[4])),
         (u[5] < aug["p_crop"], lambda v: crop(v, fraction, u[7])),
         (frames[0] < aug["p_warp"], lambda v: warp(v, frames[1:], aug["warp_rate"])),
-        (u[8] < aug.get("p_notes", 0.0),
+        (u[8] < aug["p_notes"],
          lambda v: move_notes(v, tf.random.experimental.stateless_fold_in(seed, 2),
-                              int(aug.get("note_moves", 8)), *aug.get("note_frames", (2, 16)),
+                              int(aug["note_moves"]), *aug["note_frames"],
                               tiled)),
     ]
     for apply, fn in steps:
@@ -312,7 +312,7 @@ def batch_items(train: dict[str, Any], labels: np.ndarray | None = None) -> int:
     if mode_for(train) == "pk":
         p = train["works_per_batch"]
         if labels is not None:
-            p = min(p, len(work_groups(labels, bool(train.get("singleton_positives", False)))))
+            p = min(p, len(work_groups(labels, bool(train["singleton_positives"]))))
         return p * train["versions_per_work"]
     return 2 * train["batch_size"]
 
@@ -321,7 +321,7 @@ def _epoch_indices(labels: np.ndarray, train: dict[str, Any], mode: str, rng: np
                    ) -> tuple[np.ndarray, ...]:
     """One epoch's sampled rows, the label/target part, and per-song seeds (rows, extra, seeds)."""
     steps = train["steps_per_epoch"]
-    single = bool(train.get("singleton_positives", False))
+    single = bool(train["singleton_positives"])
     if mode == "pk":
         k = train["versions_per_work"]
         idx = sample_pk(labels, steps, train["works_per_batch"], k, rng, single)
