@@ -8,13 +8,14 @@ from coverid.core import paths
 from coverid.core.config import load_params
 from coverid.core.stage import stage_main
 from coverid.data.splits import load_split
-from coverid.eval.evaluate import read_report, run_evaluation
-from coverid.model.embedder import load_embedder
 
 
 def main() -> None:
     """Evaluate the encoder in data/models/encoder with reports/threshold.json."""
     params = load_params()
+    from coverid.eval.evaluate import read_report, run_evaluation  # TensorFlow: only once the params are good
+    from coverid.model.embedder import load_embedder
+
     test = load_split(params, "test")
     embedder = load_embedder(paths.MODEL_DIR)
     threshold = read_report(paths.REPORTS / "threshold.json")

@@ -5,9 +5,11 @@ from coverid.core.stage import stage_main
 
 
 def main() -> None:
+    """Check params.yaml, then train (TensorFlow is imported only once the params are good)."""
+    params = load_params()
     from coverid.train.fit import run_stage
 
-    run_stage(load_params())
+    run_stage(params)
 
 
 if __name__ == "__main__":

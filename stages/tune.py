@@ -9,13 +9,14 @@ from coverid.core.config import load_params
 from coverid.core.io import write_json
 from coverid.core.stage import stage_main
 from coverid.data.splits import load_split
-from coverid.eval.tune import tune_threshold
-from coverid.model.embedder import load_embedder
 
 
 def main() -> None:
     """Tune on the validation split of the processed features with the trained encoder."""
     params = load_params()
+    from coverid.eval.tune import tune_threshold  # TensorFlow: only once the params are good
+    from coverid.model.embedder import load_embedder
+
     val = load_split(params, "val")
     embedder = load_embedder(paths.MODEL_DIR)
     result = tune_threshold(params, embedder, val.features, val.work_id)

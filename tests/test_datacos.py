@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import repo_params
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.skips import SkipLog
@@ -295,8 +296,8 @@ def test_ids_from_path():
 
 # ---------------------------------------------------------------------- preprocessing
 
-PCFG = {"spect_len": 20, "max_frames": 310, "tile": True, "workers": 1, "scheduler": "single",
-        "max_failed_fraction": 0.5}
+PCFG = {**repo_params()["preprocess"].to_dict(), "spect_len": 20, "max_frames": 310, "tile": True,
+        "workers": 1, "scheduler": "single", "max_failed_fraction": 0.5}
 
 
 def test_preprocess_dir_one_feature(tmp_path):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from test_datacos import NET, make_tree, server, zip_folder  # noqa: F401  (server is a fixture)
-from test_download_stage import _project, _stage
+from conftest import repo_params
+from test_download_stage import ROOT, _project, _stage
 
 from coverid.data import datacos
 from coverid.core.errors import BadInputError, CoveridError
@@ -184,7 +185,8 @@ def test_cli_from(tmp_path, zips, capsys):
 
     folder, manifest = zips
     out = tmp_path / "raw"
-    none = str(tmp_path / "none.yaml")
+    none = str(tmp_path / "params.yaml")  # the repo's settings; the command line gives the rest
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     assert main(["download", "da-tacos", "--feature", "crema", "--out", str(out), "--from", str(folder),
                  "--checksums", str(manifest), "--params", none]) == 0
     assert capsys.readouterr().out.split() == [str(out / "da-tacos_metadata"),
@@ -209,9 +211,9 @@ def test_cli_from_dir_in_params(tmp_path, zips, capsys):
 
     folder, manifest = zips
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"datacos": {
-        "subset": "benchmark", "features": ["crema"], "base_url": None, "from_dir": str(folder),
-        "checksums": str(manifest)}}}))
+    params.write_text(yaml.safe_dump(repo_params({
+        "data.datacos.subset": "benchmark", "data.datacos.features": ["crema"], "data.datacos.base_url": None,
+        "data.datacos.from_dir": str(folder), "data.datacos.checksums": str(manifest)}).to_dict()))
     out = tmp_path / "raw"
     assert main(["download", "da-tacos", "--out", str(out), "--params", str(params)]) == 0
     assert len(datacos.find_files(out / "da-tacos_benchmark_subset_crema")) == 6

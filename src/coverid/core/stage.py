@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from coverid.core.errors import CoveridError
 
@@ -17,5 +18,10 @@ def stage_main(fn: Callable[[], None]) -> None:
     try:
         fn()
     except CoveridError as e:
-        print(f"{fn.__module__}: error: {e}", file=sys.stderr)
+        print(f"{stage_name(fn)}: error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def stage_name(fn: Callable[[], None]) -> str:
+    """How errors name the stage: the script's name when run as one (stages/train.py: train)."""
+    return Path(sys.argv[0]).stem if fn.__module__ == "__main__" else fn.__module__
