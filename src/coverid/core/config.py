@@ -32,8 +32,7 @@ S = TypeVar("S", bound="Section")
 # Choices (the values the library accepts).
 Source = Literal["synth", "datacos", "audio"]
 Subset = Literal["benchmark", "coveranalysis"]
-Feature = Literal["hpcp", "chroma_cens", "crema"]
-AudioFeature = Literal["hpcp", "chroma_cens"]
+Feature = Literal["hpcp", "chroma_cens", "crema"]  # crema: Da-TACOS only
 Arch = Literal["seed", "move", "bag"]
 Pooling = Literal["attention", "mean", "max"]
 PitchPool = Literal["early", "late", "gram", "key"]
@@ -424,7 +423,7 @@ def parse_params(raw: Any, origin: str) -> Params:
 def parse_section(cls: type[S], raw: Any, origin: str, prefix: str = "") -> S:
     """One section (e.g. Preprocess from a model's config.json) as a validated dataclass."""
     try:
-        return _convert(cls, raw, prefix, "a mapping at the top level")
+        return _convert(cls, raw, prefix)
     except _Invalid as e:
         raise ConfigError(f"{origin}: {e}") from None
 
@@ -449,10 +448,11 @@ class _Invalid(Exception):
     """A validation failure below the top (the message lacks the file name)."""
 
 
-def _convert(hint: Any, value: Any, key: str, top: str = "") -> Any:
-    """`value` checked against (and converted to) the type `hint`; _Invalid names `key`."""
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    """`value` checked against (and converted to) the type `hint`; _Invalid names `key`
+    ("" for the top level)."""
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _convert_section(hint, value, key, top)
+        return _convert_section(hint, value, key)
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
@@ -480,16 +480,13 @@ def _convert(hint: Any, value: Any, key: str, top: str = "") -> Any:
     return _scalar(hint, value, key)
 
 
-def _convert_section(cls: type, value: Any, key: str, top: str) -> Any:
+def _convert_section(cls: type, value: Any, key: str) -> Any:
     """A mapping -> the dataclass `cls`, every field converted; unknown and missing keys fail."""
-    where = key or "params"
-    if isinstance(value, Section) and not isinstance(value, cls):
-        value = value.to_dict()
-    if isinstance(value, cls):
+    if isinstance(value, Section):
         value = value.to_dict()
     if not isinstance(value, Mapping):
-        raise _Invalid(f"expected {top}, got {_describe(value)}" if not key and top
-                       else f"{where} must be a mapping, got {_describe(value)}")
+        raise _Invalid(f"{key} must be a mapping, got {_describe(value)}" if key
+                       else f"expected a mapping at the top level, got {_describe(value)}")
     hints = get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     dotted = (lambda k: f"{key}.{k}") if key else (lambda k: str(k))

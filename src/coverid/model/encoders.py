@@ -64,7 +64,7 @@ class TimePooling(layers.Layer):
     mean / max: plain global pooling.
     """
 
-    def __init__(self, mode: str = "attention", **kwargs) -> None:
+    def __init__(self, mode: str, **kwargs) -> None:
         super().__init__(**kwargs)
         if mode not in POOLINGS:
             raise CoveridError(f"unknown model.move.pooling {mode!r}; expected one of {POOLINGS}")

@@ -60,8 +60,7 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch)])
 
 
-def _groups_or_fail(labels: np.ndarray, need: int = 1, singletons: bool = False
-                    ) -> list[np.ndarray]:
+def _groups_or_fail(labels: np.ndarray, need: int, singletons: bool) -> list[np.ndarray]:
     """Work groups for sampling positives; a clear error when fewer than `need` multi-version
     works exist (single-version works only ever come on top of real ones)."""
     if len(work_groups(labels)) < need:
@@ -71,10 +70,10 @@ def _groups_or_fail(labels: np.ndarray, need: int = 1, singletons: bool = False
 
 
 def sample_positive_pairs(labels: np.ndarray, n: int, rng: np.random.Generator,
-                          singletons: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                          singletons: bool) -> tuple[np.ndarray, np.ndarray]:
     """`n` pairs of two different versions of one work (works drawn uniformly); with
     `singletons`, a single-version work pairs its song with itself (two augmentations)."""
-    groups = _groups_or_fail(labels, singletons=singletons)
+    groups = _groups_or_fail(labels, 1, singletons)
     i, j = np.empty(n, np.int64), np.empty(n, np.int64)
     for t, g in enumerate(rng.integers(0, len(groups), size=n)):
         rows = groups[g]
@@ -95,7 +94,7 @@ def sample_negative_pairs(labels: np.ndarray, n: int, rng: np.random.Generator
 
 
 def sample_pairs(labels: np.ndarray, batches: int, batch_size: int, rng: np.random.Generator,
-                 singletons: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 singletons: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`batches` x `batch_size` pairs (i, j, y), each batch half positive, half negative."""
     n_pos = batch_size // 2
     out_i, out_j, out_y = [], [], []
@@ -111,10 +110,10 @@ def sample_pairs(labels: np.ndarray, batches: int, batch_size: int, rng: np.rand
 
 
 def sample_pk(labels: np.ndarray, batches: int, p: int, k: int, rng: np.random.Generator,
-              singletons: bool = False) -> np.ndarray:
+              singletons: bool) -> np.ndarray:
     """`batches` x (P works x K versions) row indices, grouped by work within each batch;
     versions are drawn with replacement only when a work has fewer than K."""
-    groups = _groups_or_fail(labels, need=2, singletons=singletons)
+    groups = _groups_or_fail(labels, 2, singletons)
     p = min(p, len(groups))
     out = []
     for _ in range(batches):
