@@ -47,7 +47,7 @@ def recompute(params: dict[str, Any], n_queries: int, methods: list[str]) -> dic
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     stats = query_stats_from_embeddings(emb, test.work_id, embedder.metric, embedder.head,
-                                        int(cfg["chunk_size"]))
+                                        chunk_size=int(cfg["chunk_size"]))
     rank_s = time.perf_counter() - t0
     model = summarize(stats, len(emb) - 1)
     rows = {"model": {**model, "seconds_per_query":

@@ -21,6 +21,7 @@ import numpy as np
 from coverid.core import paths
 from coverid.core.config import load_params
 from coverid.core.io import write_json
+from coverid.eval.expansion import expansion_of
 
 OUT = Path("reports/bench/expansion.json")
 
@@ -60,14 +61,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=None, help="neighbours (default: the tuned k)")
     args = ap.parse_args()
     params = load_params()
-    tuned = json.loads((paths.REPORTS / "threshold.json").read_text()).get("expansion", {})
-    k = args.k if args.k is not None else int(tuned.get("k", 0)) or 2
-    alpha = float(tuned.get("alpha", 0.0))
+    tuned = expansion_of(json.loads((paths.REPORTS / "threshold.json").read_text()))
+    k = args.k if args.k is not None else int(tuned["k"]) or 2
+    alpha = float(tuned["alpha"])
     test = load_split(params, "test")
     queries = select_queries(test.work_id, params["baseline"]["max_queries"], int(params["seed"]))
     emb = load_embedder(paths.MODEL_DIR).embed(test.features)
     cos = 1.0 - pairwise(emb, emb, "cosine")
-    aug = augment(emb, k, alpha)
+    aug = augment(emb, k, alpha, int(params["evaluate"]["chunk_size"]))
     rows: dict[str, Any] = {
         "k": k, "alpha": alpha,
         "model": scores(pairwise(emb, emb, "cosine"), test.work_id, queries),

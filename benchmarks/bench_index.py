@@ -152,7 +152,7 @@ def bench_identify(params: dict[str, Any], n_index: int, work: Path) -> dict[str
     # warm-up: essentia import, the first decode and the embedding function's tracing are
     # once-per-process costs, reported apart from the per-song split
     t0 = time.perf_counter()
-    load_audio(song, sr)
+    load_audio(song, sr, 0.0, 0.0)
     t_first_decode = time.perf_counter() - t0
     embedder.embed(ident.probe_input(ident.feature_config(embedder)))
     t = {}

@@ -21,6 +21,7 @@ import numpy as np
 from coverid.core import paths
 from coverid.core.config import load_params
 from coverid.core.io import write_json
+from coverid.eval.expansion import expansion_of
 from coverid.eval.metrics import map_standard_error
 
 OUT = Path("reports/bench/key_rolls.json")
@@ -39,14 +40,14 @@ def with_rolls(trained: Any, model_cfg: dict[str, Any], rolls: int, sharpness: f
     return enc
 
 
-def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float) -> dict[str, float]:
+def measure(emb: np.ndarray, work_id: np.ndarray, k: int, alpha: float, chunk: int) -> dict[str, float]:
     """MAP (with its work-bootstrap standard error) and MR1, plain and with query expansion."""
     from coverid.eval.expansion import augment
     from coverid.eval.metrics import query_stats_from_embeddings
 
     out: dict[str, float] = {}
-    for suffix, e in [("", emb)] + ([("_qe", augment(emb, k, alpha))] if k else []):
-        stats = query_stats_from_embeddings(e, work_id)
+    for suffix, e in [("", emb)] + ([("_qe", augment(emb, k, alpha, chunk))] if k else []):
+        stats = query_stats_from_embeddings(e, work_id, chunk_size=chunk)
         out[f"map{suffix}"] = float(stats["ap"].mean())
         out[f"map{suffix}_se"] = map_standard_error(stats["ap"], np.asarray(work_id)[stats["query"]])
         out[f"mr1{suffix}"] = float(stats["rank1"].mean())
@@ -65,8 +66,8 @@ def main() -> None:
     params = load_params()
     if params["model"]["arch"] != "bag":
         raise SystemExit("bench_key_rolls: needs model.arch: bag")
-    tuned = json.loads((paths.REPORTS / "threshold.json").read_text()).get("expansion", {})
-    k, alpha = int(tuned.get("k", 0)), float(tuned.get("alpha", 0.0))
+    tuned = expansion_of(json.loads((paths.REPORTS / "threshold.json").read_text()))
+    k, alpha = int(tuned["k"]), float(tuned["alpha"])
     trained = load_embedder(paths.MODEL_DIR)
     splits = {name: load_split(params, name) for name in ("val", "test")}
     settings = [(1, 0.0)] + [(args.rolls, s) for s in args.sharpness]
@@ -76,7 +77,8 @@ def main() -> None:
         emb = Embedder(enc, trained.config)
         row: dict[str, Any] = {"key_rolls": rolls, "key_sharpness": sharpness}
         for name, fs in splits.items():
-            row[name] = measure(emb.embed(fs.features), fs.work_id, k, alpha)
+            row[name] = measure(emb.embed(fs.features), fs.work_id, k, alpha,
+                                int(params["evaluate"]["chunk_size"]))
         rows.append(row)
         v, t = row["val"], row["test"]
         print(f"rolls {rolls} sharpness {sharpness:6g}: val MAP {v['map']:.4f} MR1 {v['mr1']:.2f}"

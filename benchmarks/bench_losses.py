@@ -10,7 +10,6 @@ the same songs. Writes reports/bench/losses.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 from pathlib import Path
 
@@ -19,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
-from coverid.core.config import load_params  # noqa: E402
+from coverid.core.config import load_params, with_overrides  # noqa: E402
 from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/losses.json")
@@ -36,16 +35,17 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
     from coverid.model.embedder import Embedder, metric_for
     from coverid.train.fit import fit
 
-    p = copy.deepcopy(params)
-    p["train"]["loss"], p["seed"] = loss, seed
+    p = with_overrides(params, {"train.loss": loss, "seed": seed})
     result = fit(p, train_fs, val_fs)
     embedder = Embedder(result.encoder, {"metric": metric_for(loss)}, result.head)
     emb = embedder.embed(test.features)
+    chunk = int(p["evaluate"]["chunk_size"])
     qe = select_expansion(embedder.embed(val_fs.features), val_fs.work_id, embedder.metric,
-                          embedder.head, p["tune"]["expansion"])
-    stats = query_stats_from_embeddings(emb, test.work_id, embedder.metric, embedder.head)
+                          embedder.head, p["tune"]["expansion"], chunk)
+    stats = query_stats_from_embeddings(emb, test.work_id, embedder.metric, embedder.head,
+                                        chunk_size=chunk)
     expanded = stats if not qe["k"] else query_stats_from_embeddings(
-        augment(emb, qe["k"], qe["alpha"]), test.work_id)
+        augment(emb, qe["k"], qe["alpha"], chunk), test.work_id, chunk_size=chunk)
     row = {"map": summarize(stats, len(emb) - 1)["map"], "best_val_map": result.state.best_val_map,
            "best_epoch": result.state.best_epoch, "epochs_run": result.state.epoch,
            "expansion": qe, "map_expanded": summarize(expanded, len(emb) - 1)["map"]}

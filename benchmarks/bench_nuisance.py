@@ -25,7 +25,7 @@ from coverid.core.io import write_json  # noqa: E402
 OUT = Path("reports/bench/nuisance.json")
 
 
-def model_map(embedder, songs: list[np.ndarray], works: np.ndarray) -> float:
+def model_map(embedder, songs: list[np.ndarray], works: np.ndarray, chunk: int) -> float:
     """MAP of the model's embeddings of `songs` ((T, 12) each) among themselves."""
     from coverid.eval.metrics import retrieval_metrics_from_embeddings
     from coverid.features.transform import to_model_input
@@ -35,7 +35,8 @@ def model_map(embedder, songs: list[np.ndarray], works: np.ndarray) -> float:
     x = np.stack([to_model_input(s, fc["spect_len"], fc["max_frames"], fc["tile"])
                   for s in songs])
     emb = embedder.embed(x)
-    return retrieval_metrics_from_embeddings(emb, works, embedder.metric, embedder.head)["map"]
+    return retrieval_metrics_from_embeddings(emb, works, embedder.metric, embedder.head,
+                                             chunk_size=chunk)["map"]
 
 
 def qmax_map(params: dict, songs: list[np.ndarray], works: np.ndarray) -> float:
@@ -69,7 +70,7 @@ def main() -> None:
     out: dict = {"works_per_aspect": args.works, "model": embedder.config.get("arch"),
                  "loss": embedder.config.get("loss"), "map": {}}
     for aspect, (songs, works) in sets.items():
-        row = {"model": round(model_map(embedder, songs, works), 4)}
+        row = {"model": round(model_map(embedder, songs, works, int(params["evaluate"]["chunk_size"])), 4)}
         if not args.no_qmax:
             row["qmax"] = round(qmax_map(params, songs, works), 4)
         out["map"][aspect] = row

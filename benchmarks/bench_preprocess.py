@@ -58,7 +58,7 @@ def per_file(files: list[Path], pcfg: dict, reference_files: int) -> dict:
     with threadpool_limits(1):
         for i, path in enumerate(files):
             t0 = time.process_time()
-            audio = F.load_audio(path, sr)
+            audio = F.load_audio(path, sr, 0.0, 0.0)
             t1 = time.process_time()
             x = F.compute_hpcp(audio, sr, cfg)
             t2 = time.process_time()

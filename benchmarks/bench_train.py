@@ -9,7 +9,6 @@ Prints the figures and writes reports/bench/train.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -20,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from coverid.core.config import load_params  # noqa: E402
+from coverid.core.config import load_params, with_overrides  # noqa: E402
 from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/train.json")
@@ -33,13 +32,10 @@ def measure(params: dict, arch: str, loss: str, steps: int, pitch_pool: str | No
     from coverid.train.fit import Trainer, seed_everything
     from coverid.train.pairs import batch_items, encode_labels, make_dataset
 
-    params = copy.deepcopy(params)
-    params["model"]["arch"] = arch
-    if pitch_pool:
-        params["model"]["move"]["pitch_pool"] = pitch_pool
+    params = with_overrides(params, {"model.arch": arch, "train.loss": loss, "train.steps_per_epoch": steps,
+                                     **({"model.move.pitch_pool": pitch_pool} if pitch_pool else {})})
     name = arch if arch != "move" else f"move/{params['model']['move']['pitch_pool']}"
     train = params["train"]
-    train.update(loss=loss, steps_per_epoch=steps)
     length = params["preprocess"]["spect_len"]
     rng = np.random.default_rng(0)
     x = rng.random((n_songs, 23, length)).astype(np.float32)

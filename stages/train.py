@@ -12,21 +12,23 @@ from coverid.core.stage import record_timings, stage_main
 from coverid.core.tracking import log_numbers, stage_run
 from coverid.data.splits import read_splits
 from coverid.data.store import read_features
-from coverid.model.embedder import fingerprint, log_mlflow_model, save_embedder
-from coverid.train.devices import setup_devices
-from coverid.train.fit import (
-    embedder_config,
-    fit,
-    resume_run_id,
-    split_sets,
-    train_report,
-    write_curve,
-)
 
 
 def main() -> None:
     """Train, save the model dir, write the reports, log everything to one MLflow run."""
     params = load_params()
+    # TensorFlow loads with these: only once params.yaml has passed its checks
+    from coverid.model.embedder import fingerprint, log_mlflow_model, save_embedder
+    from coverid.train.devices import setup_devices
+    from coverid.train.fit import (
+        embedder_config,
+        fit,
+        resume_run_id,
+        split_sets,
+        train_report,
+        write_curve,
+    )
+
     fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
     train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(params)))
     run_id = resume_run_id(params["train"], paths.CHECKPOINTS)

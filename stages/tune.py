@@ -13,12 +13,14 @@ from coverid.core.stage import stage_main
 from coverid.core.tracking import find_train_run, pipeline_tags, stage_run
 from coverid.data.splits import load_split
 from coverid.eval.tune import TrialLogger, tune_metrics, tune_threshold
-from coverid.model.embedder import load_embedder
 
 
 def main() -> None:
     """Tune on the validation split of the processed features with the trained encoder."""
     params = load_params()
+    # TensorFlow loads with these: only once params.yaml has passed its checks
+    from coverid.model.embedder import load_embedder
+
     val = load_split(params, "val")
     embedder = load_embedder(paths.MODEL_DIR)
     parent = find_train_run(params, embedder.fingerprint)

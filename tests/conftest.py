@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -12,8 +11,29 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from coverid.core.config import load_params  # noqa: E402
+from coverid.core.config import Params, load_params, with_overrides  # noqa: E402
 from coverid.data.store import FeatureSet  # noqa: E402
+
+PARAMS_FILE = Path(__file__).parents[1] / "params.yaml"
+CHUNK = 2048  # distance rows computed at once in tests (results do not depend on it)
+
+
+def repo_params(overrides: dict | None = None) -> Params:
+    """The repo's params.yaml (validated), with dotted-key overrides such as {"train.loss": "bce"}."""
+    params = load_params(PARAMS_FILE)
+    return with_overrides(params, overrides) if overrides else params
+
+
+def model_config(preprocess: dict | None = None, **over) -> dict:
+    """A complete model config.json (what the train stage writes): params.yaml's preprocess
+    section updated with `preprocess`, and the top-level keys updated with `over`."""
+    params = repo_params()
+    pre = {**params.preprocess.to_dict(), **(preprocess or {})}
+    config = {"arch": params.model.arch, "loss": params.train.loss, "embedding_dim": 16,
+              "metric": "euclidean", "feature": pre["feature"], "spect_len": pre["spect_len"],
+              "tile": pre["tile"], "max_frames": pre["max_frames"], "preprocess": pre,
+              "params_hash": None}
+    return {**config, **over}
 
 
 def make_feature_set(n_works: int = 4, versions: int = 3, n_noise: int = 2, spect_len: int = 40,
@@ -52,9 +72,9 @@ def feature_set() -> FeatureSet:
 
 
 @pytest.fixture
-def project_params(tmp_path, tmp_path_factory, monkeypatch) -> dict:
+def project_params(tmp_path, tmp_path_factory, monkeypatch) -> Params:
     """A copy of the repo's params, cwd = tmp_path, MLflow on one sqlite db per session."""
-    p = copy.deepcopy(load_params(Path(__file__).parents[1] / "params.yaml"))
+    p = repo_params()
     monkeypatch.chdir(tmp_path)
     # One tracking db per test session: creating (migrating) a new one costs seconds.
     db = tmp_path_factory.getbasetemp() / "coverid-mlflow.db"

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import model_config, repo_params
 
 keras = pytest.importorskip("keras")
 
@@ -21,9 +22,11 @@ from coverid.model.bag import (  # noqa: E402
 from coverid.model.encoders import build_encoder  # noqa: E402
 from coverid.model.layers import DIATONIC, KEY_SIGNATURES, KeyRoll  # noqa: E402
 
-BAG = {"arch": "bag", "bag": {"downsample": 2, "patch": 3, "codes": 4, "sharpness": 20.0,
-                              "lags": [2], "unigrams": True, "tempo_factors": [0.9, 1.0, 1.2],
-                              "kmeans_iters": 5}}
+# params.yaml's model section, a small bag encoder with one key roll
+BAG = repo_params({"model.arch": "bag", "model.bag.downsample": 2, "model.bag.patch": 3,
+                   "model.bag.codes": 4, "model.bag.sharpness": 20.0, "model.bag.lags": [2],
+                   "model.bag.unigrams": True, "model.bag.tempo_factors": [0.9, 1.0, 1.2],
+                   "model.bag.kmeans_iters": 5, "model.bag.key_rolls": 1})["model"].to_dict()
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +67,7 @@ def test_patch_codes_are_a_softmax_of_window_cosines():
 def test_ngram_counts_by_hand():
     codes = np.array([[0, 1, 1, 2]])  # one song, 4 windows, hard codes
     a = np.eye(3, dtype=np.float32)[codes]
-    out = np.asarray(NgramCounts([1, 2])(a))[0]
+    out = np.asarray(NgramCounts([1, 2], unigrams=True)(a))[0]
     np.testing.assert_allclose(out[:3], [0.25, 0.5, 0.25])
     lag1 = np.zeros((3, 3))
     for i, j in ((0, 1), (1, 1), (1, 2)):
@@ -79,7 +82,7 @@ def test_ngram_counts_by_hand():
 
 def test_bag_normalize_gives_unit_norm_square_roots():
     x = np.array([[4.0, 0.0, 1.0, 1.0, 1.0]], dtype=np.float32)
-    y = np.asarray(BagNormalize([2, 3])(x))[0]
+    y = np.asarray(BagNormalize([2, 3], weighted=False)(x))[0]
     assert np.linalg.norm(y) == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(y[:2], [1 / np.sqrt(2), 0.0], atol=1e-3)
     np.testing.assert_allclose(y[2:], np.full(3, 1 / np.sqrt(3) / np.sqrt(2)), atol=1e-3)
@@ -242,8 +245,7 @@ def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path, rolls):
     x = rng.random((3, 23, 30)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "want.npy", np.asarray(enc(x)))
-    save_embedder(tmp_path / "encoder", enc, {"arch": "bag", "loss": "triplet",
-                                              "metric": "euclidean"}, None)
+    save_embedder(tmp_path / "encoder", enc, model_config(arch="bag", loss="triplet"), None)
     code = ("import sys, numpy as np; from coverid.model.embedder import load_embedder; "
             "d = sys.argv[1]; e = load_embedder(d + '/encoder'); "
             "got = e.embed(np.load(d + '/x.npy')); "
@@ -255,7 +257,7 @@ def test_saved_bag_encoder_loads_in_a_fresh_process(tmp_path, rolls):
 
 def test_weighted_bag_starts_as_the_plain_one_and_learns_per_entry_weights():
     x = np.random.default_rng(7).random((2, 5)).astype(np.float32)
-    plain, weighted = BagNormalize([2, 3]), BagNormalize([2, 3], weighted=True)
+    plain, weighted = BagNormalize([2, 3], weighted=False), BagNormalize([2, 3], weighted=True)
     np.testing.assert_allclose(np.asarray(weighted(x)), np.asarray(plain(x)), atol=1e-6)
     assert len(weighted.trainable_weights) == 1 and not plain.trainable_weights
     weighted.logits.assign(np.array([5.0, -5.0, 0.5, 0.5, 0.5], np.float32))

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import repo_params
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.skips import SkipLog
@@ -106,9 +107,13 @@ def archives(tmp_path, server):
     return manifest
 
 
+# data.datacos's network settings, no waiting between retries
+NET = {"retries": 3, "retry_wait_s": 0.0, "timeout_s": 60.0, "keep_archives": False}
+
+
 def _get(out, server, manifest, **kw):
     return datacos.download(out, "benchmark", ["metadata", "crema"], base_url=server.url,
-                            checksums=manifest, retry_wait_s=0, progressbar=False, **kw)
+                            checksums=manifest, progressbar=False, **{**NET, **kw})
 
 
 def test_download_unzips_in_place_and_rerun_skips(tmp_path, server, archives):
@@ -133,7 +138,7 @@ def test_zip_without_top_folder_is_wrapped(tmp_path, server):
     (tmp_path / "sums.json").write_text(json.dumps({name: hashlib.md5(body).hexdigest()}))
     out = tmp_path / "raw"
     (got,) = datacos.download(out, "benchmark", ["hpcp"], base_url=server.url,
-                              checksums=tmp_path / "sums.json", progressbar=False)
+                              checksums=tmp_path / "sums.json", progressbar=False, **NET)
     assert got == out / "da-tacos_benchmark_subset_hpcp"
     assert len(datacos.find_files(got)) == 6 and (got / datacos.MARKER).exists()
 
@@ -190,21 +195,27 @@ def test_404_names_archive_and_url(tmp_path, server, archives):
 def test_cli_download(tmp_path, server, archives, capsys):
     from coverid.cli import main
 
-    out = tmp_path / "raw"
+    out, params = tmp_path / "raw", tmp_path / "params.yaml"
+    params.write_text((Path(__file__).parents[1] / "params.yaml").read_text())
     assert main(["download", "da-tacos", "--subset", "benchmark", "--feature", "crema", "--out", str(out),
                  "--base-url", server.url, "--checksums", str(archives),
-                 "--params", str(tmp_path / "none.yaml")]) == 0
+                 "--params", str(params)]) == 0
     assert capsys.readouterr().out.split() == [str(out / "da-tacos_metadata"),
                                                str(out / "da-tacos_benchmark_subset_crema")]
     assert main(["download", "da-tacos", "--feature", "hpcp", "--out", str(out), "--base-url", server.url,
-                 "--checksums", str(archives), "--params", str(tmp_path / "none.yaml")]) == 1
+                 "--checksums", str(archives), "--params", str(params)]) == 1
     assert "da-tacos_benchmark_subset_hpcp.zip: not in the checksums manifest" in capsys.readouterr().err
+    # the settings not given on the command line come from a params file: none, one line
+    assert main(["download", "da-tacos", "--out", str(out), "--params", str(tmp_path / "none.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"coverid: error: {tmp_path / 'none.yaml'} not found: run inside a coverid project "
+                   "or pass --params FILE\n")
 
 
 def test_manifest_must_name_every_archive(tmp_path, server, archives):
     with pytest.raises(CoveridError, match="hpcp.zip: not in the checksums manifest"):
         datacos.download(tmp_path / "raw", "benchmark", ["hpcp"], base_url=server.url,
-                         checksums=archives)
+                         checksums=archives, **NET)
     assert server.gets == []
 
 
@@ -285,8 +296,8 @@ def test_ids_from_path():
 
 # ---------------------------------------------------------------------- preprocessing
 
-PCFG = {"spect_len": 20, "max_frames": 310, "tile": True, "workers": 1, "scheduler": "single",
-        "max_failed_fraction": 0.5}
+PCFG = {**repo_params()["preprocess"].to_dict(), "spect_len": 20, "max_frames": 310, "tile": True,
+        "workers": 1, "scheduler": "single", "max_failed_fraction": 0.5}
 
 
 def test_preprocess_dir_one_feature(tmp_path):

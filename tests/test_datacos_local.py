@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import repo_params
 from test_datacos import (  # noqa: F401  (server is a fixture)
+    NET,
     make_tree,
     server,
     zip_folder,
 )
-from test_download_stage import _project, _stage
+from test_download_stage import ROOT, _project, _stage
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.data import datacos
@@ -51,8 +53,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def _unpack(out, manifest, **kw):
-    return datacos.download(out, "benchmark", ["metadata", "crema"], checksums=manifest, retry_wait_s=0,
-                            progressbar=False, **kw)
+    return datacos.download(out, "benchmark", ["metadata", "crema"], checksums=manifest,
+                            progressbar=False, **{**NET, **kw})
 
 
 def test_from_dir_equals_download_and_leaves_zips_alone(tmp_path, server, zips):  # noqa: F811
@@ -120,7 +122,7 @@ def test_md5_mismatch_names_file_and_both_sums(tmp_path, zips):
 
     # without a manifest the built-in table (the published Zenodo md5s) is the reference
     with pytest.raises(BadInputError, match=f"expected {datacos.ARCHIVES[NAMES[0]][1]}, got "):
-        datacos.download(tmp_path / "raw2", "benchmark", ["metadata"], from_dir=folder)
+        datacos.download(tmp_path / "raw2", "benchmark", ["metadata"], from_dir=folder, **NET)
     assert not (tmp_path / "raw2").exists()
     assert _snapshot(folder) == before
 
@@ -188,7 +190,8 @@ def test_cli_from(tmp_path, zips, capsys):
 
     folder, manifest = zips
     out = tmp_path / "raw"
-    none = str(tmp_path / "none.yaml")
+    none = str(tmp_path / "params.yaml")  # the repo's settings; the command line gives the rest
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     assert main(["download", "da-tacos", "--feature", "crema", "--out", str(out), "--from", str(folder),
                  "--checksums", str(manifest), "--params", none]) == 0
     assert capsys.readouterr().out.split() == [str(out / "da-tacos_metadata"),
@@ -213,9 +216,9 @@ def test_cli_from_dir_in_params(tmp_path, zips, capsys):
 
     folder, manifest = zips
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"datacos": {
-        "subset": "benchmark", "features": ["crema"], "base_url": None, "from_dir": str(folder),
-        "checksums": str(manifest)}}}))
+    params.write_text(yaml.safe_dump(repo_params({
+        "data.datacos.subset": "benchmark", "data.datacos.features": ["crema"], "data.datacos.base_url": None,
+        "data.datacos.from_dir": str(folder), "data.datacos.checksums": str(manifest)}).to_dict()))
     out = tmp_path / "raw"
     assert main(["download", "da-tacos", "--out", str(out), "--params", str(params)]) == 0
     assert len(datacos.find_files(out / "da-tacos_benchmark_subset_crema")) == 6

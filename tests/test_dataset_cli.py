@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+import yaml
+from conftest import repo_params
 
 from coverid.cli import main
 from coverid.data import dataset
@@ -63,8 +65,9 @@ def test_stats_json_and_table(meta_file, features_file, capsys):
 
 def test_stats_default_metadata_from_params(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(
-        "data: {source: datacos, raw_dir: raw, processed_dir: proc, datacos: {subset: benchmark}}\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_params({
+        "data.source": "datacos", "data.raw_dir": "raw", "data.processed_dir": "proc",
+        "data.datacos.subset": "benchmark"}).to_dict()))
     assert main(["dataset", "stats"]) == 1
     assert "da-tacos_benchmark_subset_metadata.json: metadata file not found" in capsys.readouterr().err
     meta = tmp_path / "raw" / "datacos" / "da-tacos_metadata" / "da-tacos_benchmark_subset_metadata.json"

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FakeEmbedder, make_feature_set
+from conftest import CHUNK, FakeEmbedder, make_feature_set
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.eval.distance import pairwise
@@ -57,7 +57,7 @@ def test_evaluate_embeddings_ranks_expanded_vectors():
     cfg = {"chunk_size": 5, "n_negatives": 30}
     ev = evaluate_embeddings(emb, fs.work_id, "cosine", None, 0.5, cfg, seed=0,
                              expansion=(2, 1.0))
-    expanded = retrieval_metrics(pairwise(augment(emb, 2, 1.0), augment(emb, 2, 1.0)), fs.work_id)
+    expanded = retrieval_metrics(pairwise(augment(emb, 2, 1.0, CHUNK), augment(emb, 2, 1.0, CHUNK)), fs.work_id)
     plain = retrieval_metrics(pairwise(emb, emb, "cosine"), fs.work_id)
     assert ev.metrics["map"] == pytest.approx(expanded["map"])
     assert ev.metrics["map_plain"] == pytest.approx(plain["map"])

@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
-from conftest import chains
+from conftest import CHUNK, chains
 
 from coverid.core.errors import CoveridError
 from coverid.eval.expansion import (
     augment,
     check_expansion,
     expand,
+    expansion_of,
     nearest,
     select_expansion,
     unit,
@@ -42,36 +43,38 @@ def test_expand_by_hand():
 
 def test_augment_k0_only_normalises():
     x = np.array([[3.0, 4.0], [0.0, 2.0]])
-    np.testing.assert_allclose(augment(x, 0, 1.0), [[0.6, 0.8], [0.0, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(augment(x, 0, 1.0, CHUNK), [[0.6, 0.8], [0.0, 1.0]], rtol=1e-6)
 
 
 def test_augment_pulls_versions_together():
     x, work = chains()
-    plain = retrieval_metrics_from_embeddings(x, work)["map"]
-    expanded = retrieval_metrics_from_embeddings(augment(x, 2, 1.0), work)["map"]
+    plain = retrieval_metrics_from_embeddings(x, work, chunk_size=CHUNK)["map"]
+    expanded = retrieval_metrics_from_embeddings(augment(x, 2, 1.0, CHUNK), work, chunk_size=CHUNK)["map"]
     assert expanded > plain + 0.05
 
 
 def test_select_expansion_picks_on_map():
     x, work = chains()
-    best = select_expansion(x, work, "euclidean", None, {"k": [0, 1, 2], "alpha": [0.0, 1.0]})
+    best = select_expansion(x, work, "euclidean", None, {"k": [0, 1, 2], "alpha": [0.0, 1.0]}, CHUNK)
     assert best["k"] > 0 and best["val_map"] > best["val_map_plain"]
-    want = retrieval_metrics_from_embeddings(augment(x, best["k"], best["alpha"]), work)["map"]
+    want = retrieval_metrics_from_embeddings(augment(x, best["k"], best["alpha"], CHUNK), work, chunk_size=CHUNK)["map"]
     assert best["val_map"] == pytest.approx(want)
     # Two tight, far-apart works: nothing to gain, so the plain ranking (k = 0) is kept.
     y = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]])
     tie = select_expansion(y, np.array(["A", "A", "B", "B"]), "euclidean", None,
-                           {"k": [0, 1], "alpha": [1.0]})
+                           {"k": [0, 1], "alpha": [1.0]}, CHUNK)
     assert tie["k"] == 0 and tie["val_map"] == tie["val_map_plain"] == 1.0
     # The BCE head's distance cannot be expanded: always the plain ranking.
     head = (np.ones(16, dtype=np.float32), 0.0)
-    assert select_expansion(x, work, "bce", head, {"k": [1, 2], "alpha": [1.0]})["k"] == 0
+    assert select_expansion(x, work, "bce", head, {"k": [1, 2], "alpha": [1.0]}, CHUNK)["k"] == 0
 
 
 def test_check_expansion_errors():
-    assert check_expansion({}, "bce") == (0, 0.0)
+    assert expansion_of(None) == expansion_of({"expansion": None}) == {"k": 0, "alpha": 0.0}
+    assert expansion_of({"expansion": {"k": 3}}) == {"k": 3, "alpha": 0.0}
+    assert check_expansion(expansion_of({}), "bce") == (0, 0.0)
     assert check_expansion({"k": 2, "alpha": 1}, "cosine") == (2, 1.0)
     with pytest.raises(CoveridError, match="k >= 0"):
-        check_expansion({"k": -1}, "euclidean")
+        check_expansion({"k": -1, "alpha": 0.0}, "euclidean")
     with pytest.raises(CoveridError, match="'bce'"):
         check_expansion({"k": 1, "alpha": 0}, "bce")

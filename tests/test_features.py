@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import repo_params
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.features import extract as F
-from coverid.features.collection import DEFAULT_PREPROCESS
 
 SR = 44100
-CFG = DEFAULT_PREPROCESS["audio"]
+CFG = repo_params()["preprocess"]["audio"]
 C4 = 261.6256
 # HPCP bin 0 is A (440 Hz): C, E, G of C major are bins 3, 7, 10
 C_MAJOR_BINS = {3, 7, 10}
@@ -102,7 +100,7 @@ def test_chroma_cens_from_audio():
 def test_extract_file_and_resampling(tmp_path):
     path = tmp_path / "low.flac"
     sf.write(path, tone([0, 4, 7])[::2], SR // 2)  # 22.05 kHz: loaded resampled to 44.1 kHz
-    pcfg = copy.deepcopy(DEFAULT_PREPROCESS)
+    pcfg = repo_params()["preprocess"]
     x = F.extract_file(path, pcfg)
     assert abs(len(x) - F.n_frames(3 * SR, 512)) <= 2
     assert set(np.argsort(x.mean(axis=0))[-3:]) == C_MAJOR_BINS
@@ -123,7 +121,7 @@ def test_load_audio_bad_files(tmp_path, name, content, problem):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(BadInputError, match=problem) as e:
-        F.load_audio(path, SR, extensions=["wav", "mp3"])
+        F.load_audio(path, SR, 0.0, 0.0, extensions=["wav", "mp3"])
     assert str(path) in str(e.value)
 
 
@@ -131,10 +129,10 @@ def test_load_audio_silent_and_short(tmp_path):
     sf.write(tmp_path / "silent.wav", np.zeros(3 * SR, np.float32), SR)
     sf.write(tmp_path / "short.wav", tone([0], seconds=0.5), SR)
     with pytest.raises(BadInputError, match="silent"):
-        F.load_audio(tmp_path / "silent.wav", SR, silence_rms=1e-4)
+        F.load_audio(tmp_path / "silent.wav", SR, min_duration_s=0.0, silence_rms=1e-4)
     with pytest.raises(BadInputError, match="too short"):
-        F.load_audio(tmp_path / "short.wav", SR, min_duration_s=2.0)
-    assert len(F.load_audio(tmp_path / "short.wav", SR, min_duration_s=0.1)) == SR // 2
+        F.load_audio(tmp_path / "short.wav", SR, min_duration_s=2.0, silence_rms=0.0)
+    assert len(F.load_audio(tmp_path / "short.wav", SR, min_duration_s=0.1, silence_rms=0.0)) == SR // 2
 
 
 def test_spectral_peaks_match_essentia_incl_plateaus_and_peak_limit():

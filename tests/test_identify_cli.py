@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import model_config, repo_params
 from test_index import (
     DIM,
     ICFG,
@@ -31,9 +32,14 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setattr(ident, "open_model", fake_open_model)
     monkeypatch.setattr(ident, "load_features", fake_features)
     monkeypatch.setattr(ident, "THRESHOLD_FILE", Path("reports/threshold.json"))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"index": ICFG}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(index_params()))
     make_audio_dir(tmp_path / "audio")
     return tmp_path
+
+
+def index_params() -> dict:
+    """params.yaml with the test index section."""
+    return repo_params({f"index.{k}": v for k, v in ICFG.items()}).to_dict()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -188,7 +194,6 @@ def test_real_encoder_and_essentia_end_to_end(tmp_path, monkeypatch, capsys):
     """A tiny real Keras encoder (save_embedder) and real essentia HPCP on generated WAVs."""
     import soundfile as sf
 
-    from coverid.features.collection import with_defaults
     from coverid.model.embedder import save_embedder
     from coverid.model.encoders import move_encoder
 
@@ -203,13 +208,11 @@ def test_real_encoder_and_essentia_end_to_end(tmp_path, monkeypatch, capsys):
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, (y + 0.01 * rng.standard_normal(len(t))).astype(np.float32), sr)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....not really a wav")
-    encoder = move_encoder((23, 40), 16, 8, 12, 3, [1], "mean", True, 0.0)
-    config = {"arch": "move", "loss": "contrastive", "embedding_dim": 16, "metric": "euclidean",
-              "feature": "hpcp", "spect_len": 40, "tile": True, "max_frames": None,
-              "preprocess": with_defaults({"scheduler": "single", "spect_len": 40, "max_frames": None}),
-              "params_hash": "test"}
+    encoder = move_encoder((23, 40), 16, 8, 12, 3, [1], "mean", True, 0.0, 1, 1, "early")
+    config = model_config({"scheduler": "single", "spect_len": 40, "max_frames": None},
+                          arch="move", loss="contrastive", params_hash="test")
     save_embedder(tmp_path / "model", encoder, config)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"index": ICFG}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(index_params()))
 
     code, out, err = run(capsys, "index", "build", "--audio-dir", "audio", "--model", "model", "--out", "idx")
     assert code == 0, err

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import model_config
 
 import coverid.search.identify as ident
 from coverid.core.errors import BadInputError, CoveridError
@@ -34,11 +35,10 @@ class FakeEmbedder:
         self.metric = metric
         self.fingerprint = run
         self.head = (-np.abs(rng.standard_normal(DIM)).astype(np.float32), 2.0) if metric == "bce" else None
-        self.config = {"arch": "fake", "loss": "bce" if metric == "bce" else "contrastive",
-                       "metric": metric, "feature": feature, "spect_len": spect_len, "tile": True,
-                       "max_frames": None, "params_hash": "abc123",
-                       "preprocess": {"feature": feature, "max_failed_fraction": 0.5, "scheduler": "single",
-                                      "audio": {"sample_rate": 44100, "hop_size": 512}}}
+        self.config = model_config({"feature": feature, "max_failed_fraction": 0.5, "scheduler": "single"},
+                                   arch="fake", loss="bce" if metric == "bce" else "contrastive",
+                                   metric=metric, spect_len=spect_len, tile=True, max_frames=None,
+                                   params_hash="abc123")
         self.calls = 0
 
     def embed(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import chains
+from conftest import CHUNK, chains
 
 from coverid.core.errors import BadInputError
 from coverid.eval.distance import pairwise
@@ -31,8 +31,8 @@ def test_search_ranks_like_augment_and_reports_plain_distances(tmp_path, data):
     x, work = data
     index = build_index(tmp_path / "i", x, songs_of(work), MODEL, {}, ICFG, THRESHOLD)
     assert index.expansion == (2, 1.0)
-    np.testing.assert_allclose(index.expanded, augment(x, 2, 1.0), atol=1e-6)
-    want = augment(x, 2, 1.0)
+    np.testing.assert_allclose(index.expanded, augment(x, 2, 1.0, CHUNK), atol=1e-6)
+    want = augment(x, 2, 1.0, CHUNK)
     for i in (0, 7, 30):
         hits = index.search(x[i], len(x) - 1, [{i}])[0]
         rows = [h.row for h in hits]
@@ -57,7 +57,7 @@ def test_add_songs_expands_every_song_again(tmp_path, data):
     songs = songs_of(work)
     build_index(tmp_path / "i", x[:30], songs[:30], MODEL, {}, ICFG, THRESHOLD)
     grown, _ = add_songs(tmp_path / "i", x[30:], songs[30:], MODEL, {})
-    np.testing.assert_allclose(grown.expanded, augment(x, 2, 1.0), atol=1e-6)
+    np.testing.assert_allclose(grown.expanded, augment(x, 2, 1.0, CHUNK), atol=1e-6)
     assert load_index(tmp_path / "i").expansion == (2, 1.0)
 
 
@@ -81,4 +81,4 @@ def test_threshold_file_carries_the_expansion(tmp_path, data):
     x, work = data
     index = build_index(tmp_path / "i", x, songs_of(work), MODEL, {}, ICFG, threshold)
     assert index.expansion == (3, 0.0)
-    np.testing.assert_allclose(index.expanded, augment(x, 3, 0.0), atol=1e-6)
+    np.testing.assert_allclose(index.expanded, augment(x, 3, 0.0, CHUNK), atol=1e-6)

@@ -98,9 +98,9 @@ def test_config_round_trip_and_bad_arguments():
     assert (back.sync_period, back.slow_step_size) == (4, 0.25)
     assert isinstance(back.inner_optimizer, keras.optimizers.Adam)
     with pytest.raises(ValueError, match="sync_period"):
-        Lookahead(keras.optimizers.SGD(), sync_period=0)
+        Lookahead(keras.optimizers.SGD(), sync_period=0, slow_step_size=0.5)
     with pytest.raises(ValueError, match="slow_step_size"):
-        Lookahead(keras.optimizers.SGD(), slow_step_size=1.5)
+        Lookahead(keras.optimizers.SGD(), sync_period=5, slow_step_size=1.5)
 
 
 def test_warmup_decay_by_hand_and_against_numpy():

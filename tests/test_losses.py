@@ -37,12 +37,12 @@ def test_bce_is_stable_for_large_logits():
 
 def test_triplet_by_hand():
     # batch-hard, margin 1: anchors 0..3 -> 1+2-1, 1+2-1, 1+4-1, 1+4-3 = 2, 2, 4, 2
-    assert L.triplet_batch_hard_np(E, Y, 1.0) == pytest.approx(2.5)
+    assert L.triplet_batch_hard_np(E, Y, 1.0, soft=False) == pytest.approx(2.5)
     # semi-hard: (0,1): nearest neg > 2 is 5 -> 0; (1,0): 3 -> 0; (2,3): none > 4 -> farthest 1
     # -> 4; (3,2): 5 -> 0
-    assert L.triplet_semi_hard_np(E, Y, 1.0) == pytest.approx(1.0)
-    assert float(L.batch_hard_triplet_loss(Y, E, 1.0)) == pytest.approx(2.5, abs=1e-4)
-    assert float(L.semi_hard_triplet_loss(Y, E, 1.0)) == pytest.approx(1.0, abs=1e-4)
+    assert L.triplet_semi_hard_np(E, Y, 1.0, soft=False) == pytest.approx(1.0)
+    assert float(L.batch_hard_triplet_loss(Y, E, 1.0, soft=False)) == pytest.approx(2.5, abs=1e-4)
+    assert float(L.semi_hard_triplet_loss(Y, E, 1.0, soft=False)) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_soft_margin_by_hand():
@@ -64,16 +64,16 @@ def test_triplet_matches_numpy_on_random_pk_batches(mining):
         e = rng.standard_normal((12, 5)).astype(np.float32)
         labels = np.repeat(np.arange(4), 3)
         labels[-1] = 7 if trial % 2 else labels[-1]  # a work with a single version
-        got = float(L.triplet_loss(labels, e, 0.5, mining))
-        assert got == pytest.approx(ref(e, labels, 0.5), rel=1e-4, abs=1e-4)
+        got = float(L.triplet_loss(labels, e, 0.5, mining, soft=False))
+        assert got == pytest.approx(ref(e, labels, 0.5, soft=False), rel=1e-4, abs=1e-4)
 
 
 def test_triplet_without_negatives_is_zero():
     labels = np.zeros(4, np.int32)
     e = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
-    assert L.triplet_batch_hard_np(e, labels, 1.0) == 0.0
-    assert float(L.batch_hard_triplet_loss(labels, e, 1.0)) == 0.0
-    assert float(L.semi_hard_triplet_loss(labels, e, 1.0)) == 0.0
+    assert L.triplet_batch_hard_np(e, labels, 1.0, soft=False) == 0.0
+    assert float(L.batch_hard_triplet_loss(labels, e, 1.0, soft=False)) == 0.0
+    assert float(L.semi_hard_triplet_loss(labels, e, 1.0, soft=False)) == 0.0
 
 
 def test_contrastive_matches_numpy_and_distances():
@@ -92,7 +92,7 @@ def test_gradients_are_finite_for_identical_embeddings():
 
     e = tf.Variable(np.ones((4, 3), np.float32))
     with tf.GradientTape() as tape:
-        loss = L.batch_hard_triplet_loss(np.array([0, 0, 1, 1]), e, 1.0) + \
+        loss = L.batch_hard_triplet_loss(np.array([0, 0, 1, 1]), e, 1.0, soft=False) + \
             L.contrastive_loss(np.ones(2, np.float32), L.euclidean(e[:2], e[2:]), 1.0)
     g = tape.gradient(loss, e)
     assert np.isfinite(g.numpy()).all()
@@ -100,4 +100,4 @@ def test_gradients_are_finite_for_identical_embeddings():
 
 def test_unknown_mining():
     with pytest.raises(ValueError, match="unknown triplet mining"):
-        L.triplet_loss(Y, E, 1.0, "hardest")
+        L.triplet_loss(Y, E, 1.0, "hardest", soft=False)

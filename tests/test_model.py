@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import model_config, repo_params
 
 keras = pytest.importorskip("keras")
 
@@ -26,9 +27,12 @@ def _seeded_weights():
     """Random initial weights are seeded, so every test here sees the same network."""
     keras.utils.set_random_seed(0)
 
-MOVE = {"arch": "move", "embedding_dim": 8,
-        "move": {"channels": 4, "first_kernel": 3, "kernel": 3, "dilations": [1, 2],
-                 "pooling": "attention", "l2_normalize": True, "dropout": 0.0}}
+# params.yaml's model section, a small MOVE encoder (MOVE's own early pitch pool, no downsampling)
+MOVE = repo_params({"model.arch": "move", "model.embedding_dim": 8, "model.move.channels": 4,
+                    "model.move.first_kernel": 3, "model.move.kernel": 3, "model.move.dilations": [1, 2],
+                    "model.move.pooling": "attention", "model.move.l2_normalize": True,
+                    "model.move.dropout": 0.0, "model.move.time_pool": 1, "model.move.downsample": 1,
+                    "model.move.pitch_pool": "early"})["model"].to_dict()
 
 
 def tiled(rng, n, length):
@@ -95,7 +99,7 @@ def test_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     enc = build_encoder(MOVE, (23, 20))
     head = (rng.standard_normal(8).astype(np.float32), 0.25)
-    config = {"arch": "move", "loss": "bce", "metric": "bce", "embedding_dim": 8}
+    config = model_config(arch="move", loss="bce", metric="bce", embedding_dim=8, spect_len=20)
     out = tmp_path / "encoder"
     save_embedder(out, enc, config, head)
     save_embedder(out, enc, config, head)  # replacing an existing dir
@@ -118,9 +122,23 @@ def test_load_errors(tmp_path):
     with pytest.raises(BadInputError, match="not a model directory"):
         load_embedder(bad)
     (bad / "encoder.keras").write_bytes(b"not a zip")
-    (bad / "config.json").write_text(json.dumps({"metric": "euclidean"}))
+    (bad / "config.json").write_text(json.dumps(model_config()))
     with pytest.raises(BadInputError, match="cannot load the Keras model"):
         load_embedder(bad)
+    # a config.json of an older coverid lacking a key: one line naming the file and the key
+    old = model_config()
+    del old["max_frames"]
+    (bad / "config.json").write_text(json.dumps(old))
+    with pytest.raises(BadInputError) as e:
+        load_embedder(bad)
+    assert str(e.value) == (f"{bad / 'config.json'}: missing key max_frames (saved by an older "
+                            "coverid? train it again)")
+    old = model_config()
+    del old["preprocess"]["audio"]["whitening"]
+    (bad / "config.json").write_text(json.dumps(old))
+    with pytest.raises(CoveridError) as e:
+        load_embedder(bad)
+    assert str(e.value) == f"{bad / 'config.json'}: missing key preprocess.audio.whitening"
     (bad / "config.json").write_text("{")
     with pytest.raises(BadInputError, match="not valid JSON"):
         load_embedder(bad)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import repo_params
 
 tf = pytest.importorskip("tensorflow")
 
@@ -11,10 +12,13 @@ from coverid.train import pairs as P  # noqa: E402
 
 # works 0..3 with 3 versions, then two noise songs (works 4, 5)
 LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 5], np.int32)
-AUG_OFF = {"p_transpose": 0.0, "p_stretch": 0.0, "stretch_range": 0.2, "p_crop": 0.0,
-           "crop_min": 0.6, "p_warp": 0.0, "warp_rate": 0.1}
-TRAIN = {"loss": "contrastive", "negative_sampling": "random", "steps_per_epoch": 3,
-         "batch_size": 6, "works_per_batch": 2, "versions_per_work": 3,
+# params.yaml's train section with every augmentation off, then a small contrastive setting
+PARAMS_TRAIN = repo_params()["train"].to_dict()
+AUG_OFF = {**PARAMS_TRAIN["augment"], "p_transpose": 0.0, "p_stretch": 0.0, "stretch_range": 0.2,
+           "p_crop": 0.0, "crop_min": 0.6, "p_warp": 0.0, "warp_rate": 0.1, "p_notes": 0.0,
+           "p_remap": 0.0, "p_reverse": 0.0}
+TRAIN = {**PARAMS_TRAIN, "loss": "contrastive", "negative_sampling": "random", "steps_per_epoch": 3,
+         "batch_size": 6, "works_per_batch": 2, "versions_per_work": 3, "singleton_positives": False,
          "augment": {**AUG_OFF, "p_transpose": 0.5, "p_stretch": 0.5, "p_crop": 0.5, "p_warp": 0.5}}
 
 
@@ -25,21 +29,21 @@ def test_encode_labels_and_groups():
 
 
 def test_sample_pairs_balanced_and_correct():
-    i, j, y = P.sample_pairs(LABELS, batches=5, batch_size=8, rng=P.epoch_rng(0, 0))
+    i, j, y = P.sample_pairs(LABELS, batches=5, batch_size=8, rng=P.epoch_rng(0, 0), singletons=False)
     assert len(i) == 40
     for b in range(5):
         assert y[b * 8:(b + 1) * 8].sum() == 4  # half positive in every batch
     pos, neg = y == 1, y == 0
     assert (LABELS[i[pos]] == LABELS[j[pos]]).all() and (i[pos] != j[pos]).all()
     assert (LABELS[i[neg]] != LABELS[j[neg]]).all()
-    again = P.sample_pairs(LABELS, 5, 8, P.epoch_rng(0, 0))
-    other = P.sample_pairs(LABELS, 5, 8, P.epoch_rng(0, 1))
+    again = P.sample_pairs(LABELS, 5, 8, P.epoch_rng(0, 0), False)
+    other = P.sample_pairs(LABELS, 5, 8, P.epoch_rng(0, 1), False)
     assert all(np.array_equal(a, b) for a, b in zip((i, j, y), again))
     assert not np.array_equal(i, other[0])
 
 
 def test_sample_pk():
-    idx = P.sample_pk(LABELS, batches=4, p=2, k=3, rng=P.epoch_rng(1, 0))
+    idx = P.sample_pk(LABELS, batches=4, p=2, k=3, rng=P.epoch_rng(1, 0), singletons=False)
     assert len(idx) == 24
     for b in idx.reshape(4, 2, 3):
         works = LABELS[b]
@@ -47,7 +51,7 @@ def test_sample_pk():
         assert works[0, 0] != works[1, 0]  # P distinct works
         assert all(len(set(r)) == 3 for r in b)  # enough versions: no repeats
     # K larger than a work's versions: drawn with replacement
-    assert len(P.sample_pk(LABELS, 1, 2, 5, P.epoch_rng(1, 0))) == 10
+    assert len(P.sample_pk(LABELS, 1, 2, 5, P.epoch_rng(1, 0), False)) == 10
 
 
 def test_singleton_positives_make_noise_songs_works():
@@ -60,14 +64,14 @@ def test_singleton_positives_make_noise_songs_works():
     i, j = P.sample_positive_pairs(LABELS, 200, rng, singletons=True)
     assert (LABELS[i] == LABELS[j]).all() and ((i == j) == (LABELS[i] >= 4)).all()
     assert 12 in i and 13 in i
-    assert 12 not in P.sample_positive_pairs(LABELS, 200, rng)[0]
+    assert 12 not in P.sample_positive_pairs(LABELS, 200, rng, False)[0]
 
 
 def test_sampling_errors():
     with pytest.raises(CoveridError, match="two or more versions"):
-        P.sample_positive_pairs(np.arange(4), 3, P.epoch_rng(0, 0))
+        P.sample_positive_pairs(np.arange(4), 3, P.epoch_rng(0, 0), False)
     with pytest.raises(CoveridError, match="at least 2"):
-        P.sample_pk(np.array([0, 0, 1]), 1, 2, 2, P.epoch_rng(0, 0))
+        P.sample_pk(np.array([0, 0, 1]), 1, 2, 2, P.epoch_rng(0, 0), False)
     with pytest.raises(CoveridError, match="two works"):
         P.sample_negative_pairs(np.zeros(3, np.int32), 2, P.epoch_rng(0, 0))
 
@@ -212,4 +216,4 @@ def test_batch_items_counts_the_works_a_batch_can_hold():
     # LABELS has 4 works with versions: sample_pk draws 4 works per batch, not 10.
     assert P.batch_items(train, LABELS) == 12
     assert P.batch_items({**train, "singleton_positives": True}, LABELS) == 18
-    assert len(P.sample_pk(LABELS, 1, 10, 3, np.random.default_rng(0))) == 12
+    assert len(P.sample_pk(LABELS, 1, 10, 3, np.random.default_rng(0), False)) == 12

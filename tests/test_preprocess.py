@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import runpy
 from functools import partial
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from conftest import repo_params
 
 from coverid.cli import main as cli_main
 from coverid.core.errors import BadInputError, CoveridError
@@ -19,12 +19,7 @@ from coverid.core.skips import SkipLog
 from coverid.data.audio_dir import scan_audio_dir
 from coverid.data.splits import read_splits
 from coverid.data.store import read_features
-from coverid.features.collection import (
-    DEFAULT_PREPROCESS,
-    build_feature_set,
-    extract_audio_dir,
-    with_defaults,
-)
+from coverid.features.collection import build_feature_set, extract_audio_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
@@ -39,11 +34,10 @@ def chord_wav(path: Path, semitones: list[int], seconds: float = 3.0, sr: int = 
     return path
 
 
-def pcfg(**over) -> dict:
-    """The default preprocess params with overrides, small spect_len for speed."""
-    cfg = copy.deepcopy(DEFAULT_PREPROCESS)
-    cfg.update({"spect_len": 50, "scheduler": "single", **over})
-    return cfg
+def pcfg(**over):
+    """params.yaml's preprocess section with overrides, small spect_len for speed."""
+    over = {"spect_len": 50, "scheduler": "single", **over}
+    return repo_params({f"preprocess.{k}": v for k, v in over.items()})["preprocess"]
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +190,17 @@ def test_build_feature_set_with_any_loader(tmp_path):
     np.testing.assert_array_equal(loose.features[:, :12], fs.features[:2])
 
 
-def test_defaults_equal_params_yaml():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert params["preprocess"] == DEFAULT_PREPROCESS
-    assert with_defaults({"spect_len": 9, "audio": {"hop_size": 256}})["audio"]["frame_size"] == 4096
+def test_cli_needs_a_params_file(audio_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: nothing to take the settings from
+    rc = cli_main(["preprocess", "from-audio-dir", "-a", str(audio_dir), "-o", "out"])
+    assert rc == 1 and capsys.readouterr().err == ("coverid: error: params.yaml not found: run inside a "
+                                                   "coverid project or pass --params FILE\n")
+    assert not (tmp_path / "out").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "params.yaml").read_text().replace("spect_len:", "spect_lenn:"))
+    rc = cli_main(["preprocess", "from-audio-dir", "-a", str(audio_dir), "-o", "out", "--params", str(bad)])
+    assert rc == 1 and capsys.readouterr().err == (f"coverid: error: {bad}: unknown key preprocess.spect_lenn "
+                                                   "(did you mean preprocess.spect_len?)\n")
 
 
 # ---------------------------------------------------------------- stage and CLI
@@ -222,7 +223,8 @@ def test_stage_round_trip(audio_dir, tmp_path, monkeypatch):
 
 
 def test_cli_from_audio_dir(audio_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # no params.yaml here: the built-in defaults apply
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     out = tmp_path / "out"
     rc = cli_main(["preprocess", "from-audio-dir", "-a", str(audio_dir), "-o", str(out), "-p", "hpcp",
                    "-r", "single", "-s", "30", "--no-tile"])
@@ -242,6 +244,7 @@ def test_cli_from_audio_dir(audio_dir, tmp_path, monkeypatch, capsys):
 
 def test_cli_errors(audio_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     rc = cli_main(["preprocess", "from-audio-dir", "-a", str(audio_dir), "-o", "o", "-p", "crema"])
     assert rc == 1 and "coverid: error: feature 'crema' cannot be computed from audio" in capsys.readouterr().err
     rc = cli_main(["preprocess", "from-audio-dir", "-a", str(tmp_path / "none"), "-o", "o"])

@@ -1,6 +1,5 @@
 """Training loop: determinism, resume after a kill, early stopping, strategies, the stage."""
 
-import copy
 import json
 from pathlib import Path
 
@@ -9,9 +8,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from conftest import make_feature_set  # noqa: E402
+from conftest import make_feature_set, repo_params  # noqa: E402
 
-from coverid.core.config import load_params  # noqa: E402
+from coverid.core.config import ConfigError, Params  # noqa: E402
 from coverid.core.errors import CoveridError  # noqa: E402
 from coverid.train.devices import DeviceSetup, choose_strategy  # noqa: E402
 from coverid.train.fit import Trainer, fit, write_curve  # noqa: E402
@@ -21,17 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 L = 24
 
 
-def tiny_params(**train) -> dict:
-    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
-    params["seed"] = 7
-    params["model"].update(arch="move", embedding_dim=8)
-    params["model"]["move"].update(channels=4, first_kernel=3, kernel=3, dilations=[1, 2],
-                                   downsample=2, pitch_pool="gram", time_pool=1)
-    params["train"].update({"epochs": 3, "steps_per_epoch": 2, "batch_size": 4,
-                            "works_per_batch": 2, "versions_per_work": 2, "val_every": 1,
-                            "patience": 5, "warmup_epochs": 1, "resume": False,
-                            "checkpoint_every": 1, **train})
-    return params
+def tiny_params(**train) -> Params:
+    """params.yaml with a tiny move model and a short run; `train` overrides train keys."""
+    move = {"channels": 4, "first_kernel": 3, "kernel": 3, "dilations": [1, 2], "downsample": 2,
+            "pitch_pool": "gram", "time_pool": 1}
+    short = {"epochs": 3, "steps_per_epoch": 2, "batch_size": 4, "works_per_batch": 2,
+             "versions_per_work": 2, "val_every": 1, "patience": 5, "warmup_epochs": 1,
+             "resume": False, "checkpoint_every": 1, **train}
+    return repo_params({"seed": 7, "model.arch": "move", "model.embedding_dim": 8,
+                        **{f"model.move.{k}": v for k, v in move.items()},
+                        **{f"train.{k}": v for k, v in short.items()}})
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +183,12 @@ def test_choose_strategy():
 
 def test_unknown_loss_and_no_versions(data):
     tr, va = data
+    with pytest.raises(ConfigError, match="loss must be one of contrastive, bce, triplet; got 'arcface'"):
+        tiny_params(loss="arcface")  # overrides are checked as params.yaml is
+    plain = tiny_params().to_dict()  # a plain dict is checked by the trainer
+    plain["train"]["loss"] = "arcface"
     with pytest.raises(CoveridError, match="unknown train.loss"):
-        fit(tiny_params(loss="arcface"), tr, va, None, default_setup())
+        fit(plain, tr, va, None, default_setup())
     singles = make_feature_set(n_works=0, versions=1, n_noise=4, spect_len=L)
     with pytest.raises(CoveridError, match="two or more versions"):
         fit(tiny_params(), singles, va, None, default_setup())

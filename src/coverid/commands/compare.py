@@ -6,7 +6,7 @@ import argparse
 
 from coverid.core.paths import MODEL_DIR
 
-DEFAULT_MODEL = str(MODEL_DIR)
+MODEL = str(MODEL_DIR)  # the train stage's model dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Embed two audio files and compare them with the model's distance.")
     p.add_argument("a", metavar="A", help="first audio file")
     p.add_argument("b", metavar="B", help="second audio file")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model dir or MLflow URI such as models:/coverid-encoder/latest (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=MODEL,
+                   help=f"model dir or MLflow URI such as models:/coverid-encoder/latest (default {MODEL})")
     p.add_argument("--threshold", type=float, help="cover decision threshold (default reports/threshold.json)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_run)

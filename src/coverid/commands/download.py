@@ -11,14 +11,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `download` sub-command."""
     p = sub.add_parser("download", help="download a dataset",
                        description="Download a dataset. Unset options take their values from "
-                                   "params.yaml (data.datacos) when it is there.")
+                                   "the params file's data.datacos section.")
     datasets = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     d = datasets.add_parser("da-tacos", help="Da-TACOS features and metadata (Zenodo 3520368, 4717628)",
                             description="Download Da-TACOS archives (md5-verified) and unzip them: "
                                         "OUT/da-tacos_<subset>_subset_<feature>/W_*/P_*.h5 and "
                                         "OUT/da-tacos_metadata/. With --from DIR, the zips already in "
                                         "DIR are verified and unpacked instead.")
-    d.add_argument("--subset", choices=("benchmark", "coveranalysis"), help="default: params or benchmark")
+    d.add_argument("--subset", choices=("benchmark", "coveranalysis"), help="default: data.datacos.subset")
     d.add_argument("--feature", action="append", dest="features", metavar="FEATURE",
                    help="crema, hpcp, chroma_cens (also key, madmom, mfcc, tags); repeatable "
                         "(default: params data.datacos.features)")
@@ -37,31 +37,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="manifest replacing the built-in md5 table: JSON {name: md5} or 'md5  name' lines")
     d.add_argument("--no-metadata", action="store_true", help="skip da-tacos_metadata.zip")
     d.add_argument("--keep-archives", action="store_true", help="keep the zips in OUT/.archives")
-    d.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file for defaults")
+    d.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help="params file holding the settings not given here (default params.yaml)")
     d.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     """Download the requested archives and print where they went."""
-    from coverid.core.config import load_params
+    from coverid.core.config import project_params
     from coverid.data.datacos import METADATA, download
 
-    cfg = load_params(args.params)["data"]["datacos"] if args.params.exists() else {}
-    features = args.features or cfg.get("features") or ["crema"]
+    cfg = project_params(args.params)["data"]["datacos"]
+    features = args.features or cfg["features"]
     # a source given on the command line replaces both of params' (base_url, from_dir)
     if args.base_url or args.from_dir:
         base_url, from_dir = args.base_url, args.from_dir
     else:
-        base_url, from_dir = cfg.get("base_url"), cfg.get("from_dir")
+        base_url, from_dir = cfg["base_url"], cfg["from_dir"]
     dirs = download(
         args.out,
-        args.subset or cfg.get("subset", "benchmark"),
+        args.subset or cfg["subset"],
         ([] if args.no_metadata else [METADATA]) + list(features),
         base_url=base_url,
-        checksums=args.checksums or cfg.get("checksums"),
+        checksums=args.checksums or cfg["checksums"],
         from_dir=from_dir,
-        **{k: cfg[k] for k in ("retries", "retry_wait_s", "timeout_s") if k in cfg},
-        keep_archives=args.keep_archives or bool(cfg.get("keep_archives", False)),
+        retries=cfg["retries"], retry_wait_s=cfg["retry_wait_s"], timeout_s=cfg["timeout_s"],
+        keep_archives=args.keep_archives or cfg["keep_archives"],
     )
     for d in dirs:
         print(d)

@@ -6,7 +6,7 @@ import argparse
 
 from coverid.core.paths import MODEL_DIR
 
-DEFAULT_MODEL = str(MODEL_DIR)
+MODEL = str(MODEL_DIR)  # the train stage's model dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,12 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = isub.add_parser("build", help="embed songs into a new index (replaces INDEX_DIR atomically)")
     _source_args(b)
-    b.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"model dir or MLflow URI such as models:/coverid-encoder/latest (default {DEFAULT_MODEL})")
+    b.add_argument("--model", default=MODEL,
+                   help=f"model dir or MLflow URI such as models:/coverid-encoder/latest (default {MODEL})")
     b.add_argument("--out", required=True, metavar="INDEX_DIR", help="index directory to write")
     b.add_argument("--threshold-file", metavar="FILE",
                    help="tuned threshold JSON stored in the index (default reports/threshold.json if present)")
-    b.add_argument("--params", default="params.yaml", help="params file with the index section")
+    b.add_argument("--params", default="params.yaml", help="params file with the index section (default params.yaml)")
     b.set_defaults(func=_build)
 
     a = isub.add_parser("add", help="append songs to an index (same model required)")
@@ -50,13 +50,10 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     """Build a new index."""
-    from coverid.core.config import load_params
-    from coverid.core.errors import CoveridError
+    from coverid.core.config import project_params
     from coverid.search.identify import build_from
 
-    icfg = load_params(args.params).get("index")
-    if not isinstance(icfg, dict):
-        raise CoveridError(f"{args.params}: no 'index' section")
+    icfg = project_params(args.params)["index"]
     index = build_from(args.model, args.out, icfg, args.audio_dir, args.features, args.metadata,
                        args.threshold_file)
     print(f"indexed {index.count} songs in {index.path} ({index.kind}, {index.metric})")

@@ -1,13 +1,14 @@
 """`coverid preprocess`: features of an audio folder or of unzipped Da-TACOS archives -> HDF5.
 
-Options left out default to params.yaml's `preprocess` section (when --params exists),
-else to the built-in defaults, which equal it.
+Options left out take their values from the params file's `preprocess` section (--params,
+default params.yaml); without a params file the command stops and says so.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-p", "--feature", action="append", dest="features", metavar="FEATURE",
                         help="feature to write; repeat for several (default: preprocess.feature)")
-    common.add_argument("-s", "--spect-len", type=int, help="frames after resizing (default 500)")
+    common.add_argument("-s", "--spect-len", type=int, help="frames after resizing (default: preprocess.spect_len)")
     common.add_argument("-r", "--run-mode", choices=("parallel", "single"),
                         help="parallel: a local process pool; single: in this process")
     common.add_argument("-n", "--workers", type=int, help="worker processes for parallel mode")
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--no-tile", action="store_true", help="keep 12 pitch rows (no 23-row tiling)")
     common.add_argument("--max-failed-fraction", type=float, help="fail when more files than this are bad")
     common.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file for the defaults (used when it exists)")
+                        help="params file holding the settings not given here (default params.yaml)")
 
     a = sources.add_parser("from-audio-dir", parents=[common], help="HPCP / chroma CENS of an audio folder",
                            description="DIR/<work>/<performance>.<ext>; files directly under DIR are "
@@ -49,13 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_da_tacos)
 
 
-def _settings(args: argparse.Namespace) -> tuple[dict, dict]:
-    """(all params or {}, the preprocess params with the command-line overrides applied)."""
-    from coverid.core.config import load_params
-    from coverid.features.collection import with_defaults
+def _settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(all params, their preprocess section with the command-line overrides applied)."""
+    from coverid.core.config import project_params
 
-    params = load_params(args.params) if args.params.exists() else {}
-    pcfg = with_defaults(params.get("preprocess"))
+    params = project_params(args.params)
+    pcfg = params["preprocess"]
     if args.spect_len is not None:
         pcfg["spect_len"] = args.spect_len
     if args.max_frames is not None:
@@ -81,7 +81,7 @@ def _from_audio_dir(args: argparse.Namespace) -> int:
 
     params, pcfg = _settings(args)
     features = list(dict.fromkeys(args.features or [pcfg["feature"]]))
-    extensions = params.get("data", {}).get("audio", {}).get("extensions")
+    extensions = params["data"]["audio"]["extensions"]
     skips = SkipLog()
     try:
         sets = extract_audio_dir_features(args.audio_dir, pcfg, "audio", skips, features, extensions)
@@ -103,7 +103,7 @@ def _da_tacos(args: argparse.Namespace) -> int:
     from coverid.data.sources import preprocess_dir
 
     params, pcfg = _settings(args)
-    out_dir = args.out_dir or Path(params.get("data", {}).get("processed_dir", "data/processed"))
+    out_dir = args.out_dir or Path(params["data"]["processed_dir"])
     features = list(dict.fromkeys(args.features or [pcfg["feature"]]))
     skips = SkipLog()
     try:

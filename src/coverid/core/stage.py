@@ -43,7 +43,7 @@ def stage_main(fn: Callable[[], None]) -> None:
     try:
         fn()
     except CoveridError as e:
-        print(f"{fn.__module__}: error: {e}", file=sys.stderr)
+        print(f"{stage_name()}: error: {e}", file=sys.stderr)
         sys.exit(1)
     wall = round(time.perf_counter() - t0, 1)
     record_timings({"wall_seconds": wall})

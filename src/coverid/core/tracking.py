@@ -14,6 +14,8 @@ from coverid.core.config import flatten, params_hash
 
 log = logging.getLogger(__name__)
 
+ARTIFACT_ROOT = Path("mlartifacts")  # new experiments keep their artifacts here, not in ./mlruns
+
 
 def git_commit() -> str:
     """The current git commit, or 'unknown' outside a repository."""
@@ -48,7 +50,7 @@ def setup(params: dict[str, Any]) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         # Artifacts go to a folder of our own, never the deprecated ./mlruns file store.
-        root = Path(cfg.get("artifact_root", "mlartifacts")).resolve()
+        root = ARTIFACT_ROOT.resolve()
         exp_id = mlflow.create_experiment(name, artifact_location=root.as_uri())
     else:
         exp_id = exp.experiment_id

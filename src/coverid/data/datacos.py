@@ -197,10 +197,10 @@ def download(
     checksums: str | Path | None = None,
     *,
     from_dir: str | Path | None = None,
-    retries: int = 3,
-    retry_wait_s: float = 1.0,
-    timeout_s: float = 60.0,
-    keep_archives: bool = False,
+    retries: int,
+    retry_wait_s: float,
+    timeout_s: float,
+    keep_archives: bool,
     progressbar: bool = True,
 ) -> list[Path]:
     """Download, verify (md5) and unzip the archives of `subset` for `features`

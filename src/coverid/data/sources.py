@@ -30,7 +30,7 @@ def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
     source = data["source"]
     if source in ("synth", "audio"):
         audio_dir = paths.raw_dir(params) if source == "synth" else Path(data["audio"]["dir"])
-        extensions = data.get("audio", {}).get("extensions")
+        extensions = data["audio"]["extensions"]
         return extract_audio_dir(audio_dir, pcfg, source, skips, extensions=extensions)
     if source == "datacos":
         cfg = data["datacos"]

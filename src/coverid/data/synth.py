@@ -319,7 +319,7 @@ def one_aspect_version(reference: Version, other: Version, aspect: str) -> Versi
 
 # --- rendering ---------------------------------------------------------------------------
 def render_version(work: Work, version: Version, sr: int, duration_s: float,
-                   peak_dbfs: float = -1.0) -> np.ndarray:
+                   peak_dbfs: float) -> np.ndarray:
     """The version's audio: float64 mono, `duration_s` long, peak at `peak_dbfs`."""
     spb = 60.0 / (work.tempo_bpm * version.tempo_ratio)   # seconds per beat
     n = int(round(duration_s * sr))
@@ -634,7 +634,7 @@ def _aspect_features(job: tuple[int, str | None], cfg: dict[str, Any], pcfg: dic
 
 
 def nuisance_songs(cfg: dict[str, Any], pcfg: dict[str, Any], n_works: int, seed: int,
-                   workers: int = 1) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+                   workers: int) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Per aspect (and "all"), the HPCP of `n_works` new works x 2 versions that differ in
     that aspect only: {aspect: ([(T, 12) per song], work index per song)}. Each work's
     reference version is rendered once and shared by every aspect."""

@@ -26,7 +26,7 @@ _FAR = float(np.finfo(np.float64).max)
 
 # ---------------------------------------------------------------------------- features
 
-def to_chroma(features: np.ndarray, downsample: int = 1) -> np.ndarray:
+def to_chroma(features: np.ndarray, downsample: int) -> np.ndarray:
     """(N, F, L) model features -> (N, 12, L // downsample): the first 12 pitch rows (the
     untiled chroma), averaged over blocks of `downsample` frames."""
     x = np.asarray(features, dtype=np.float32)[:, :N_PITCH]
@@ -187,7 +187,7 @@ def _query_row(q: int) -> tuple[int, np.ndarray, float]:
 
 
 def distance_rows(method: str, chroma: np.ndarray, queries: np.ndarray, cfg: dict[str, Any],
-                  workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                  workers: int) -> tuple[np.ndarray, np.ndarray]:
     """Distances (Q, N) from each query to every performance, and seconds per query,
     computed in a process pool of `workers` (in this process when 1)."""
     from tqdm import tqdm
@@ -229,7 +229,7 @@ def run_baselines(features: np.ndarray, work_id: np.ndarray, cfg: dict[str, Any]
     if unknown:
         raise CoveridError(f"baseline.methods: unknown {unknown}; expected some of {METHODS}")
     chroma = to_chroma(features, int(cfg["downsample"]))
-    queries = select_queries(work_id, cfg.get("max_queries"), seed)
+    queries = select_queries(work_id, cfg["max_queries"], seed)
     if len(queries) == 0:
         raise CoveridError("no performance has another version of its work: nothing to query")
     if "qmax" in cfg["methods"]:

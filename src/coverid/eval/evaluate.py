@@ -18,7 +18,7 @@ from coverid.data.store import FeatureSet
 from coverid.eval import plots
 from coverid.eval.baselines import select_queries
 from coverid.eval.distance import paired
-from coverid.eval.expansion import augment, check_expansion
+from coverid.eval.expansion import augment, check_expansion, expansion_of
 from coverid.eval.metrics import (
     pr_curve,
     query_stats_from_embeddings,
@@ -66,10 +66,10 @@ def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
     t0 = time.perf_counter()
     if k:
         ranked = augment(emb, k, alpha, chunk)
-        stats = query_stats_from_embeddings(ranked, work_id, "euclidean", None, chunk,
+        stats = query_stats_from_embeddings(ranked, work_id, "euclidean", None, chunk_size=chunk,
                                             progress=True)
     rank_seconds = time.perf_counter() - t0
-    plain = query_stats_from_embeddings(emb, work_id, metric, head, chunk, progress=not k)
+    plain = query_stats_from_embeddings(emb, work_id, metric, head, chunk_size=chunk, progress=not k)
     if not k:
         stats, rank_seconds = plain, time.perf_counter() - t0
     retrieval = summarize(stats, len(emb) - 1)
@@ -159,8 +159,7 @@ def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
     """The queries the baseline stage used (same selection, seed and split), if consistent."""
     if not baseline:
         return None
-    cfg = params.get("baseline", {})
-    queries = select_queries(work_id, cfg.get("max_queries"), int(params["seed"]))
+    queries = select_queries(work_id, params["baseline"]["max_queries"], int(params["seed"]))
     n = {int(s.get("n_queries", -1)) for s in baseline.values()}
     if n != {len(queries)}:
         log.warning("baseline.json counts %s queries, expected %d: not comparing on the same "
@@ -210,7 +209,7 @@ def evaluate(params: dict[str, Any], embedder: Any, test: FeatureSet, threshold:
     t0 = time.perf_counter()
     emb = embedder.embed(test.features, batch_size=int(cfg["batch_size"]))
     embed_seconds = time.perf_counter() - t0
-    expansion = check_expansion(threshold["expansion"], metric)
+    expansion = check_expansion(expansion_of(threshold), metric)
     ev = evaluate_embeddings(emb, test.work_id, metric, embedder.head,
                              float(threshold["threshold"]), cfg, int(params["seed"]),
                              embed_seconds, expansion)

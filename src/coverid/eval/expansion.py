@@ -25,7 +25,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def nearest(queries: np.ndarray, collection: np.ndarray, k: int,
-            exclude: np.ndarray | None = None, chunk_size: int = 2048
+            chunk_size: int, exclude: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
     """(indices, cosines), both (Q, k): each query's k most similar collection rows, best
     first; `exclude[i]` (a collection index, -1 for none) is never returned for query i."""
@@ -60,16 +60,24 @@ def expand(queries: np.ndarray, neighbours: np.ndarray, sims: np.ndarray,
     return unit(q + np.einsum("qk,qkd->qd", w, c))
 
 
-def augment(emb: np.ndarray, k: int, alpha: float, chunk_size: int = 2048) -> np.ndarray:
+def augment(emb: np.ndarray, k: int, alpha: float, chunk_size: int) -> np.ndarray:
     """Database-side augmentation: every row expanded with its k nearest other rows."""
     own = np.arange(len(emb))
-    idx, sims = nearest(emb, emb, k, exclude=own, chunk_size=chunk_size)
+    idx, sims = nearest(emb, emb, k, chunk_size, exclude=own)
     return expand(emb, np.asarray(emb)[idx], sims, alpha)
+
+
+NO_EXPANSION = {"k": 0, "alpha": 0.0}  # the plain ranking
+
+
+def expansion_of(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The "expansion" entry of a threshold report or index sidecar; NO_EXPANSION where it has none."""
+    return {**NO_EXPANSION, **((record or {}).get("expansion") or {})}
 
 
 def check_expansion(cfg: dict[str, Any], metric: str) -> tuple[int, float]:
     """(k, alpha) from an expansion setting, checked against the model's distance."""
-    k, alpha = int(cfg.get("k", 0)), float(cfg.get("alpha", 0.0))
+    k, alpha = int(cfg["k"]), float(cfg["alpha"])
     if k < 0 or alpha < 0:
         raise CoveridError(f"query expansion needs k >= 0 and alpha >= 0, got k={k}, alpha={alpha}")
     if k and metric not in ("euclidean", "cosine"):
@@ -78,17 +86,18 @@ def check_expansion(cfg: dict[str, Any], metric: str) -> tuple[int, float]:
 
 
 def select_expansion(emb: np.ndarray, work_id: np.ndarray, metric: str,
-                     head: tuple[np.ndarray, float] | None, grid: dict[str, list]
-                     ) -> dict[str, Any]:
+                     head: tuple[np.ndarray, float] | None, grid: dict[str, list],
+                     chunk_size: int) -> dict[str, Any]:
     """The (k, alpha) of `grid` with the best retrieval MAP on (validation) embeddings;
     ties go to the smaller k, then the smaller alpha. k = 0 is the plain ranking."""
-    plain = retrieval_metrics_from_embeddings(emb, work_id, metric, head)["map"]
+    plain = retrieval_metrics_from_embeddings(emb, work_id, metric, head, chunk_size=chunk_size)["map"]
     best = {"k": 0, "alpha": 0.0, "map": plain}
     if metric in ("euclidean", "cosine"):
         for k in sorted(int(v) for v in grid["k"] if int(v) > 0):
             for alpha in sorted(float(v) for v in grid["alpha"]):
                 check_expansion({"k": k, "alpha": alpha}, metric)
-                m = retrieval_metrics_from_embeddings(augment(emb, k, alpha), work_id)["map"]
+                m = retrieval_metrics_from_embeddings(augment(emb, k, alpha, chunk_size), work_id,
+                                                      chunk_size=chunk_size)["map"]
                 if m > best["map"]:
                     best = {"k": k, "alpha": alpha, "map": m}
     return {"k": best["k"], "alpha": best["alpha"], "val_map": float(best["map"]),

@@ -185,8 +185,8 @@ def distance_chunks(emb: np.ndarray, metric: str, head: tuple[np.ndarray, float]
 
 
 def query_stats_from_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str = "euclidean",
-                                head: tuple[np.ndarray, float] | None = None,
-                                chunk_size: int = 2048, query_mask: np.ndarray | None = None,
+                                head: tuple[np.ndarray, float] | None = None, *,
+                                chunk_size: int, query_mask: np.ndarray | None = None,
                                 progress: bool = False) -> dict[str, np.ndarray]:
     """Per-query stats with the distance matrix computed `chunk_size` rows at a time."""
     emb = np.asarray(emb, dtype=np.float32)
@@ -209,13 +209,13 @@ def query_stats_from_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: st
 
 def retrieval_metrics_from_embeddings(emb: np.ndarray, work_id: np.ndarray,
                                       metric: str = "euclidean",
-                                      head: tuple[np.ndarray, float] | None = None,
-                                      chunk_size: int = 2048,
+                                      head: tuple[np.ndarray, float] | None = None, *,
+                                      chunk_size: int,
                                       query_mask: np.ndarray | None = None,
                                       progress: bool = False) -> dict[str, Any]:
     """`retrieval_metrics` on embeddings, never holding more than `chunk_size` distance rows."""
-    stats = query_stats_from_embeddings(emb, work_id, metric, head, chunk_size, query_mask,
-                                        progress)
+    stats = query_stats_from_embeddings(emb, work_id, metric, head, chunk_size=chunk_size,
+                                        query_mask=query_mask, progress=progress)
     return summarize(stats, len(emb) - 1)
 
 

@@ -139,7 +139,8 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
                      callbacks=callbacks)
     study.set_user_attr("model", embedder.fingerprint)
     study.set_user_attr("params_hash", embedder.config.get("params_hash"))
-    expansion = select_expansion(emb, work_id, embedder.metric, embedder.head, cfg["expansion"])
+    expansion = select_expansion(emb, work_id, embedder.metric, embedder.head, cfg["expansion"],
+                                 int(params["evaluate"]["chunk_size"]))
     result = {**best_threshold(study, scorers, cfg["objective"]), "model": embedder.fingerprint,
               "study_name": name,
               "storage": cfg["storage"], "n_trials": len(study.trials),

@@ -4,7 +4,6 @@ and skip bad files with a one-line reason."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from coverid.core.config import to_plain
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.skips import SkipLog
 from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
@@ -23,47 +23,8 @@ from coverid.features.transform import to_model_input
 
 log = logging.getLogger(__name__)
 
-# Built-in preprocess params: the CLI's defaults outside a project; equal to params.yaml's
-# `preprocess` section (tests/test_preprocess.py checks that they do not drift apart).
-DEFAULT_PREPROCESS: dict[str, Any] = {
-    "feature": "hpcp",
-    "spect_len": 500,
-    "max_frames": None,
-    "tile": True,
-    "workers": 2,
-    "scheduler": "processes",
-    "max_failed_fraction": 0.1,
-    "audio": {
-        "sample_rate": 44100,
-        "frame_size": 4096,
-        "hop_size": 512,
-        "window": "blackmanharris62",
-        "max_peaks": 100,
-        "min_frequency": 100.0,
-        "max_frequency": 3500.0,
-        "harmonics": 8,
-        "bins": 12,
-        "reference_frequency": 440.0,
-        "whitening": True,
-        "cens_win_len": 41,
-        "min_duration_s": 2.0,
-        "silence_rms": 1.0e-4,
-    },
-}
-
 Item = tuple  # (path, work_id, perf_id)
 Result = tuple[int, dict[str, np.ndarray] | None, int, str | None]  # (index, inputs, T, skip reason)
-
-
-def with_defaults(pcfg: dict[str, Any] | None) -> dict[str, Any]:
-    """`pcfg` with every missing key filled from DEFAULT_PREPROCESS (nested)."""
-    out = copy.deepcopy(DEFAULT_PREPROCESS)
-    for key, value in (pcfg or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
 
 
 # ---------------------------------------------------------------- the generic map
@@ -110,7 +71,7 @@ def build_feature_sets(items: Sequence[Item], load_fn: Callable[[Any], dict[str,
     if not ok.any():
         raise CoveridError(f"no usable inputs among {n} files (see the skipped-files report)")
     keep = np.nonzero(ok)[0]
-    audio = pcfg.get("audio", DEFAULT_PREPROCESS["audio"])
+    audio = pcfg["audio"]
     return {f: FeatureSet(
         features=_compact(arrays[f], keep),
         work_id=[items[i][1] for i in keep],
@@ -119,7 +80,7 @@ def build_feature_sets(items: Sequence[Item], load_fn: Callable[[Any], dict[str,
         feature=f,
         source=source,
         frame_rate_hz=audio["sample_rate"] / audio["hop_size"],
-        params=copy.deepcopy(pcfg),
+        params=to_plain(pcfg),
     ) for f in features}
 
 
@@ -168,9 +129,9 @@ def _progress(results: Iterator[Result], total: int, feature: str) -> Iterator[R
 
 def _run(task: Callable[[tuple[int, Item]], Result], items: list[Item], pcfg: dict[str, Any]) -> Iterator[Result]:
     """Yield task results for every item with the scheduler pcfg names."""
-    scheduler = str(pcfg.get("scheduler", "processes"))
+    scheduler = str(pcfg["scheduler"])
     indexed = list(enumerate(items))
-    workers = max(1, int(pcfg.get("workers", 1)))
+    workers = max(1, int(pcfg["workers"]))
     if scheduler == "single" or (scheduler == "processes" and (workers == 1 or len(items) <= 1)):
         with _single_thread_blas():
             yield from map(task, indexed)

@@ -40,8 +40,8 @@ def _essentia() -> Any:
 # ---------------------------------------------------------------- loading
 
 
-def load_audio(path: str | Path, sample_rate: int, min_duration_s: float = 0.0,
-               silence_rms: float = 0.0, extensions: list[str] | None = None) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int, min_duration_s: float, silence_rms: float,
+               extensions: list[str] | None = None) -> np.ndarray:
     """Decode `path` to mono float32 at `sample_rate`; BadInputError when it is unusable."""
     path = Path(path)
     ext = path.suffix.lower().lstrip(".")
@@ -253,7 +253,7 @@ def _unit_max(x: np.ndarray) -> np.ndarray:
 def hpcp_from_peaks(freqs: np.ndarray, mags: np.ndarray, valid: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
     """essentia HPCP (squared-cosine window of one semitone, band preset, unitMax) per frame."""
     size = int(cfg["bins"])
-    ref = float(cfg.get("reference_frequency", 440.0))
+    ref = float(cfg["reference_frequency"])
     resolution = size // 12
     t = len(freqs)
     ok = valid & (freqs >= cfg["min_frequency"]) & (freqs <= cfg["max_frequency"])
@@ -293,7 +293,7 @@ def compute_hpcp(audio: np.ndarray, sample_rate: int, cfg: dict[str, Any]) -> np
     for spec in spectrum_blocks(audio, frame_size, hop, cfg["window"], n_bins):
         freqs, mags, valid = spectral_peaks(spec, spec_size, sr, float(cfg["min_frequency"]), fmax,
                                             int(cfg["max_peaks"]))
-        if cfg.get("whitening", True):
+        if cfg["whitening"]:
             mags = spectral_whitening(spec, spec_size, freqs, mags, sr, fmax)
         out.append(hpcp_from_peaks(freqs, mags, valid, cfg))
     return np.concatenate(out) if out else np.zeros((0, int(cfg["bins"])), np.float32)
@@ -312,14 +312,14 @@ def compute_hpcp_essentia(audio: np.ndarray, sample_rate: int, cfg: dict[str, An
                              orderBy="frequency", sampleRate=sr)
     whitening = es.SpectralWhitening(maxFrequency=cfg["max_frequency"], sampleRate=sr)
     hpcp = es.HPCP(size=cfg["bins"], harmonics=cfg["harmonics"], minFrequency=cfg["min_frequency"],
-                   maxFrequency=cfg["max_frequency"], referenceFrequency=cfg.get("reference_frequency", 440.0),
+                   maxFrequency=cfg["max_frequency"], referenceFrequency=cfg["reference_frequency"],
                    nonLinear=False, sampleRate=sr)
     out = []
     frames = es.FrameGenerator(np.asarray(audio, np.float32), frameSize=cfg["frame_size"], hopSize=cfg["hop_size"])
     for frame in frames:
         spec = spectrum(window(frame))
         f, m = peaks(spec)
-        if cfg.get("whitening", True):
+        if cfg["whitening"]:
             m = whitening(spec, f, m)
         out.append(hpcp(f, m))
     return np.array(out, dtype=np.float32).reshape(-1, cfg["bins"])

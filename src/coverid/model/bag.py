@@ -30,6 +30,7 @@ from coverid.model.layers import PITCH, KeyRoll, roll_to_signatures, untiled
 log = logging.getLogger(__name__)
 
 EPS = 1e-6  # inside the square roots: finite gradients at zero counts
+PREDICT_BATCH = 64  # songs per forward pass while collecting the codebook windows
 
 
 @keras.saving.register_keras_serializable(package="coverid")
@@ -129,7 +130,7 @@ class PatchCodes(layers.Layer):
 class NgramCounts(layers.Layer):
     """(B, T, K) soft codes -> (B, [K +] K*K*len(lags)): mean unigram and lagged-bigram counts."""
 
-    def __init__(self, lags: list[int], unigrams: bool = True, **kwargs) -> None:
+    def __init__(self, lags: list[int], unigrams: bool, **kwargs) -> None:
         super().__init__(**kwargs)
         self.lags = [int(v) for v in lags]
         self.unigrams = bool(unigrams)
@@ -154,7 +155,7 @@ class BagNormalize(layers.Layer):
     """Square-root (Hellinger) then unit L2 norm of each part (unigrams, each lag's bigrams),
     scaled so that the whole embedding has unit norm."""
 
-    def __init__(self, sizes: list[int], weighted: bool = False, **kwargs) -> None:
+    def __init__(self, sizes: list[int], weighted: bool, **kwargs) -> None:
         super().__init__(**kwargs)
         self.sizes = [int(v) for v in sizes]
         self.weighted = bool(weighted)
@@ -184,8 +185,8 @@ class BagNormalize(layers.Layer):
 
 def bag_encoder(input_shape: tuple[int, int | None], codes: int, patch: int, sharpness: float,
                 lags: list[int], tempo_factors: list[float], downsample: int,
-                unigrams: bool = True, weighted: bool = False, key_rolls: int = 1,
-                key_sharpness: float = 100.0, key_rolls_train: bool = False) -> keras.Model:
+                unigrams: bool, weighted: bool, key_rolls: int, key_sharpness: float,
+                key_rolls_train: bool) -> keras.Model:
     """Input (F, L) -> bag-of-patterns embedding of size K ([1 +] K len(lags))."""
     n_rows = input_shape[0]
     inp = keras.Input(shape=(n_rows, None), name="features")
@@ -215,7 +216,7 @@ def build_bag(cfg: dict[str, Any], input_shape: tuple[int, int | None]) -> keras
     """The bag encoder from `model.bag`."""
     if not cfg["tempo_factors"]:
         raise CoveridError("model.bag.tempo_factors needs at least one factor")
-    rolls = int(cfg.get("key_rolls", 1))
+    rolls = int(cfg["key_rolls"])
     if rolls not in range(1, PITCH + 1):
         raise CoveridError(f"model.bag.key_rolls must be in 1..{PITCH}, got {rolls}")
     if any(int(v) < 1 for v in cfg["lags"]):
@@ -226,9 +227,8 @@ def build_bag(cfg: dict[str, Any], input_shape: tuple[int, int | None]) -> keras
                            f"(model.bag patch, lags, tempo_factors, downsample), got {length}")
     return bag_encoder(input_shape, cfg["codes"], cfg["patch"], cfg["sharpness"], list(cfg["lags"]),
                        [float(v) for v in cfg["tempo_factors"]], int(cfg["downsample"]),
-                       bool(cfg.get("unigrams", True)), bool(cfg.get("weighted", False)),
-                       rolls, float(cfg.get("key_sharpness", 100.0)),
-                       bool(cfg.get("key_rolls_train", False)))
+                       bool(cfg["unigrams"]), bool(cfg["weighted"]), rolls,
+                       float(cfg["key_sharpness"]), bool(cfg["key_rolls_train"]))
 
 
 def min_length_bag(cfg: dict[str, Any]) -> int:
@@ -266,13 +266,12 @@ def spherical_kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray
     return c
 
 
-def init_codebook(encoder: keras.Model, features: np.ndarray, iters: int, seed: int,
-                  batch_size: int = 64) -> None:
+def init_codebook(encoder: keras.Model, features: np.ndarray, iters: int, seed: int) -> None:
     """Set the codebook to spherical k-means centroids of the windows of `features`."""
     coder = encoder.get_layer("patch_codes")
     stretch = [layer.output for layer in encoder.layers if isinstance(layer, TimeStretch)]
     front = keras.Model(encoder.input, stretch)
-    seqs = front.predict(features, batch_size=batch_size, verbose=0)
+    seqs = front.predict(features, batch_size=PREDICT_BATCH, verbose=0)
     seqs = seqs if isinstance(seqs, list) else [seqs]
     rolls = len(seqs[0]) // len(features)  # key signatures per song, best first
     # each song's best roll only: its other rolls are the same windows under a wrong key

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from coverid.core.config import Preprocess, parse_section, to_plain
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import atomic_dir, restamp_zip, to_json
 from coverid.model import (
@@ -33,6 +34,9 @@ CONFIG_FILE = "config.json"
 KERAS_METADATA = "metadata.json"  # members of the .keras zip
 KERAS_CONFIG = "config.json"
 CACHE_ENV = "COVERID_CACHE"
+# what every config.json holds (see the module docstring; train_run_id and params_hash may be null)
+CONFIG_KEYS = ("arch", "loss", "embedding_dim", "metric", "feature", "spect_len", "tile", "max_frames",
+               "preprocess", "train_run_id", "params_hash")
 
 
 def metric_for(loss: str) -> str:
@@ -48,7 +52,7 @@ class Embedder:
         self.encoder = encoder
         self.config = config
         self.fingerprint = fingerprint
-        self.metric = config.get("metric", metric_for(config.get("loss", "contrastive")))
+        self.metric = config["metric"]
         self.head = head
         self._fn = None
 
@@ -91,7 +95,7 @@ def save_embedder(model_dir: str | Path, encoder: Any, config: dict[str, Any],
     """Write encoder.keras + config.json to a temp dir beside `model_dir`, then swap it in."""
     model_dir = Path(model_dir)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    config = dict(config)
+    config = to_plain(dict(config))
     if head is not None:
         w, b = head
         config["head"] = {"weights": np.asarray(w, np.float32).ravel().tolist(), "bias": float(b)}
@@ -148,6 +152,7 @@ def _load_dir(model_dir: Path) -> Embedder:
         raise BadInputError(found / CONFIG_FILE, f"not valid JSON ({e.msg})") from None
     if not isinstance(config, dict):
         raise BadInputError(found / CONFIG_FILE, "expected a JSON object")
+    check_config(config, found / CONFIG_FILE)
     try:
         encoder = keras.saving.load_model(found / MODEL_FILE, compile=False)
     except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad archive)
@@ -168,6 +173,14 @@ def fingerprint(model_dir: str | Path) -> str:
     for name in (MODEL_FILE, CONFIG_FILE):
         h.update((Path(model_dir) / name).read_bytes())
     return h.hexdigest()[:12]
+
+
+def check_config(config: dict[str, Any], where: str | Path) -> None:
+    """A model config (saved by an older coverid, say) lacking a key fails in one line naming it."""
+    for key in CONFIG_KEYS:
+        if key not in config:
+            raise BadInputError(where, f"missing key {key} (saved by an older coverid? train it again)")
+    parse_section(Preprocess, config["preprocess"], str(where), "preprocess")
 
 
 def _find_model_dir(root: Path) -> Path | None:

@@ -64,7 +64,7 @@ class TimePooling(layers.Layer):
     mean / max: plain global pooling.
     """
 
-    def __init__(self, mode: str = "attention", **kwargs) -> None:
+    def __init__(self, mode: str, **kwargs) -> None:
         super().__init__(**kwargs)
         if mode not in POOLINGS:
             raise CoveridError(f"unknown model.move.pooling {mode!r}; expected one of {POOLINGS}")
@@ -137,8 +137,8 @@ def min_length_seed() -> int:
 
 def move_encoder(input_shape: tuple[int, int | None], embedding_dim: int, channels: int,
                  first_kernel: int, kernel: int, dilations: list[int], pooling: str,
-                 l2_normalize: bool, dropout: float = 0.0, time_pool: int = 1,
-                 downsample: int = 1, pitch_pool: str = "early") -> keras.Model:
+                 l2_normalize: bool, dropout: float, time_pool: int, downsample: int,
+                 pitch_pool: str) -> keras.Model:
     """MOVE-style network: input (F, L or None) -> `embedding_dim` embedding.
 
     The first convolution spans 12 pitch rows of the tiled input, so its 12 output rows are
@@ -201,8 +201,7 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
         m = model["move"]
         return move_encoder(input_shape, model["embedding_dim"], m["channels"], m["first_kernel"],
                             m["kernel"], list(m["dilations"]), m["pooling"], m["l2_normalize"],
-                            m.get("dropout", 0.0), m.get("time_pool", 1), m.get("downsample", 1),
-                            m.get("pitch_pool", "early"))
+                            m["dropout"], m["time_pool"], m["downsample"], m["pitch_pool"])
     if arch == "bag":
         return build_bag(model["bag"], input_shape)
     raise CoveridError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")

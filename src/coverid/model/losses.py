@@ -55,7 +55,7 @@ def _hinge_np(x: float, margin: float, soft: bool) -> float:
 
 
 def triplet_batch_hard_np(e: np.ndarray, labels: np.ndarray, margin: float,
-                          soft: bool = False) -> float:
+                          soft: bool) -> float:
     """Batch-hard triplet loss, written as loops over anchors."""
     d, labels = distances_np(e), np.asarray(labels)
     losses = []
@@ -68,7 +68,7 @@ def triplet_batch_hard_np(e: np.ndarray, labels: np.ndarray, margin: float,
 
 
 def triplet_semi_hard_np(e: np.ndarray, labels: np.ndarray, margin: float,
-                         soft: bool = False) -> float:
+                         soft: bool) -> float:
     """Semi-hard triplet loss, written as loops over (anchor, positive) pairs."""
     d, labels = distances_np(e), np.asarray(labels)
     n_items = len(labels)
@@ -136,7 +136,7 @@ def _hinge(x, margin: float, soft: bool):
     return ops.softplus(x) if soft else ops.relu(margin + x)
 
 
-def batch_hard_triplet_loss(labels, e, margin: float, soft: bool = False):
+def batch_hard_triplet_loss(labels, e, margin: float, soft: bool):
     """Batch-hard triplet loss (module docstring) of embeddings `e` (B, D)."""
     from keras import ops
 
@@ -150,7 +150,7 @@ def batch_hard_triplet_loss(labels, e, margin: float, soft: bool = False):
     return ops.sum(per_anchor) / ops.maximum(ops.sum(valid), 1.0)
 
 
-def semi_hard_triplet_loss(labels, e, margin: float, soft: bool = False):
+def semi_hard_triplet_loss(labels, e, margin: float, soft: bool):
     """Semi-hard triplet loss (module docstring) of embeddings `e` (B, D)."""
     from keras import ops
 
@@ -169,7 +169,7 @@ def semi_hard_triplet_loss(labels, e, margin: float, soft: bool = False):
     return ops.sum(per_pair) / ops.maximum(ops.sum(valid), 1.0)
 
 
-def triplet_loss(labels, e, margin: float, mining: str, soft: bool = False):
+def triplet_loss(labels, e, margin: float, mining: str, soft: bool):
     """Triplet loss with the given online mining strategy (and hard or soft margin)."""
     if mining == "batch_hard":
         return batch_hard_triplet_loss(labels, e, margin, soft)

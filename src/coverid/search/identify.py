@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from coverid.core.config import params_hash
+from coverid.core.config import Preprocess, params_hash, parse_section, to_plain
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import read_json
 from coverid.core.paths import REPORTS
@@ -36,7 +36,7 @@ from coverid.core.skips import SkipLog
 from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
 from coverid.data.store import read_features
 from coverid.eval.distance import paired
-from coverid.features.collection import build_feature_set, with_defaults
+from coverid.features.collection import build_feature_set
 from coverid.features.extract import extract_file
 from coverid.features.transform import to_model_input
 from coverid.model.embedder import load_embedder
@@ -76,7 +76,7 @@ def model_source(model: str | Path) -> str:
 def feature_config(embedder: Any) -> dict[str, Any]:
     """The feature settings a model was trained with (what every query must be extracted with)."""
     pcfg = preprocess_config(embedder)
-    return {key: pcfg[key] for key in ("feature", "spect_len", "tile", "max_frames", "audio")}
+    return {key: to_plain(pcfg[key]) for key in ("feature", "spect_len", "tile", "max_frames", "audio")}
 
 
 def model_identity(embedder: Any, source: str) -> dict[str, Any]:
@@ -112,15 +112,15 @@ def load_features(path: str | Path, pcfg: dict[str, Any], feature: str) -> np.nd
     return extract_file(path, pcfg, feature)
 
 
-def preprocess_config(embedder: Any) -> dict[str, Any]:
-    """The model's preprocess section (defaults filled in) with its feature, length, tiling, crop."""
+def preprocess_config(embedder: Any) -> Preprocess:
+    """The model's saved preprocess section with the feature, length, tiling and crop it was
+    trained on; one line naming the key when the model's config lacks one."""
     cfg = embedder.config
     try:
-        top = {"feature": str(cfg["feature"]), "spect_len": int(cfg["spect_len"]), "tile": bool(cfg["tile"]),
-               "max_frames": None if cfg.get("max_frames") is None else int(cfg["max_frames"])}
+        saved, top = cfg["preprocess"], {key: cfg[key] for key in ("feature", "spect_len", "tile", "max_frames")}
     except KeyError as e:
         raise CoveridError(f"the model's config lacks {e}; was it saved by coverid?") from None
-    return {**with_defaults(cfg.get("preprocess")), **top}
+    return parse_section(Preprocess, {**to_plain(saved), **top}, "the model's config", "preprocess")
 
 
 def model_input(path: str | Path, embedder: Any) -> np.ndarray:
@@ -138,9 +138,14 @@ def embed_files(paths: Sequence[str | Path], embedder: Any,
     x = np.stack([model_input(p, embedder) for p in paths])
     t1 = time.perf_counter()
     emb = np.asarray(embedder.embed(x), dtype=np.float32)
-    timings["features"] = timings.get("features", 0.0) + t1 - t0
-    timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - t1
+    _add_time(timings, "features", t1 - t0)
+    _add_time(timings, "embed", time.perf_counter() - t1)
     return emb
+
+
+def _add_time(timings: dict[str, float], step: str, seconds: float) -> None:
+    """Accumulate a step's seconds."""
+    timings[step] = timings.get(step, 0.0) + seconds
 
 
 def file_sha1(path: str | Path) -> str:
@@ -185,7 +190,7 @@ def songs_from_audio_dir(audio_dir: str | Path, embedder: Any,
     model's preprocess.max_failed_fraction."""
     pcfg = preprocess_config(embedder)
     feature = pcfg["feature"]
-    scanned = scan_audio_dir(audio_dir, pcfg["audio"].get("extensions") or AUDIO_EXTENSIONS)
+    scanned = scan_audio_dir(audio_dir, AUDIO_EXTENSIONS)
     skips = SkipLog()
     items = usable_items(scanned, skips)
     if not items:
@@ -369,7 +374,7 @@ def open_for_search(index_dir: str | Path, model: str | Path | None = None) -> t
     return index, embedder
 
 
-def identify(paths: Sequence[str | Path], index: SongIndex, embedder: Any, k: int = 10,
+def identify(paths: Sequence[str | Path], index: SongIndex, embedder: Any, k: int,
              threshold: float | None = None, timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Ranked candidates per query song, nearest first; a song never matches its own index entry."""
     timings = timings if timings is not None else {}
@@ -378,7 +383,7 @@ def identify(paths: Sequence[str | Path], index: SongIndex, embedder: Any, k: in
     t0 = time.perf_counter()
     exclude = [index.self_matches(p, file_sha1(p)) for p in paths]
     hits = index.search(emb, k, exclude)
-    timings["search"] = timings.get("search", 0.0) + time.perf_counter() - t0
+    _add_time(timings, "search", time.perf_counter() - t0)
     return [{"query": str(p), "threshold": threshold, "results": [hit_record(h, threshold) for h in hs]}
             for p, hs in zip(paths, hits)]
 

@@ -48,7 +48,7 @@ from coverid import __version__
 from coverid.core import io
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.eval.distance import pairwise
-from coverid.eval.expansion import check_expansion, expand, unit
+from coverid.eval.expansion import check_expansion, expand, expansion_of, unit
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ EMB_FILE = "embeddings.npy"
 INDEX_FILE = "index.faiss"
 EXPANDED_FILE = "expanded.npy"
 KINDS = ("flat", "pqfs", "hnsw")
+QUANTIZER_SEED = 0  # which vectors train the product quantizer: fixed, so a rebuild is identical
 _CHUNK = 16384  # rows of stored embeddings re-ranked at once
 
 
@@ -157,8 +158,8 @@ class SongIndex:
     @property
     def expansion(self) -> tuple[int, float]:
         """(k, alpha) of the query expansion; k = 0 when there is none."""
-        e = self.meta.get("expansion") or {}
-        return int(e.get("k", 0)), float(e.get("alpha", 0.0))
+        e = expansion_of(self.meta)
+        return int(e["k"]), float(e["alpha"])
 
     def search(self, queries: np.ndarray, k: int, exclude: list[set[int]] | None = None,
                expanded: bool = True) -> list[list[Hit]]:
@@ -265,7 +266,7 @@ def index_kind(n: int, icfg: dict[str, Any]) -> str:
     return kind
 
 
-def make_faiss(vectors: np.ndarray, kind: str, icfg: dict[str, Any], seed: int = 0) -> Any:
+def make_faiss(vectors: np.ndarray, kind: str, icfg: dict[str, Any]) -> Any:
     """A FAISS index of `kind` holding `vectors` (candidate space), trained when needed."""
     faiss = _faiss()
     d = vectors.shape[1]
@@ -279,7 +280,7 @@ def make_faiss(vectors: np.ndarray, kind: str, icfg: dict[str, Any], seed: int =
         m = d // per if d % per == 0 else d  # one dimension per code when pq_dims does not divide d
         index = faiss.IndexPQFastScan(d, m, 4)
         n_train = min(len(vectors), int(icfg["train_max"]))
-        sample = np.random.default_rng(seed).choice(len(vectors), n_train, replace=False)
+        sample = np.random.default_rng(QUANTIZER_SEED).choice(len(vectors), n_train, replace=False)
         index.train(vectors[np.sort(sample)])
     configure_search(index, kind, icfg)
     if len(vectors):
@@ -313,7 +314,7 @@ def build_index(out_dir: str | Path, embeddings: np.ndarray, songs: list[Song], 
     kind = index_kind(len(songs), icfg)
     log.info("building a %s index of %d songs (%s)", kind, len(songs), distance)
     index = make_faiss(candidate_space(emb, distance, _head_from_json(model.get("head"))), kind, icfg)
-    expansion = (threshold or {}).get("expansion") or {"k": 0, "alpha": 0.0}
+    expansion = expansion_of(threshold)
     check_expansion(expansion, distance)
     meta = {
         "format": FORMAT,
@@ -322,7 +323,7 @@ def build_index(out_dir: str | Path, embeddings: np.ndarray, songs: list[Song], 
         "features": features,
         "index": {**_index_settings(kind, len(songs), icfg), "distance": distance},
         "threshold": threshold,
-        "expansion": {"k": int(expansion["k"]), "alpha": float(expansion.get("alpha", 0.0))},
+        "expansion": {"k": int(expansion["k"]), "alpha": float(expansion["alpha"])},
         **(extra or {}),
         "songs": SongTable.from_songs(songs).columns,
     }
@@ -469,7 +470,7 @@ def load_index(index_dir: str | Path) -> SongIndex:
 
 def _load_expanded(index_dir: Path, meta: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray | None:
     """The expanded embeddings when the index has query expansion, else None."""
-    if not int((meta.get("expansion") or {}).get("k", 0)):
+    if not int(expansion_of(meta)["k"]):
         return None
     path = index_dir / EXPANDED_FILE
     try:

@@ -85,8 +85,8 @@ def setup_devices(train: dict[str, Any]) -> DeviceSetup:
 
     gpus, cpus = list_devices()
     kind = choose_strategy(gpus, os.environ.get("TF_CONFIG"))
-    mixed = bool(train.get("mixed_precision")) and bool(gpus)
-    xla = bool(train.get("xla")) and bool(gpus)
+    mixed = bool(train["mixed_precision"]) and bool(gpus)
+    xla = bool(train["xla"]) and bool(gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     setup = DeviceSetup(make_strategy(kind, gpus), kind, gpus, cpus, mixed, xla)
     log.info("devices: %s", setup.describe())

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from coverid.core.config import params_hash
+from coverid.core.config import params_hash, to_plain
 from coverid.core.errors import CoveridError
 from coverid.core.io import atomic_path, write_text
 from coverid.data.splits import split_mask
@@ -145,7 +145,7 @@ class Trainer:
         if self.mode == "pk":
             x, w = batch
             return triplet_loss(w, self.encoder(x, training=training), self.train["margin"],
-                                self.train["mining"], bool(self.train.get("soft_margin")))
+                                self.train["mining"], bool(self.train["soft_margin"]))
         (x1, x2), extra = batch
         n = ops.shape(x1)[0]
         e = self.encoder(ops.concatenate([x1, x2], axis=0), training=training)
@@ -332,10 +332,10 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     init_encoder(params["model"], trainer.encoder, train_fs.features, seed)
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    state, best_weights = _resume(ckpt if train.get("resume") else None, trainer, key,
+    state, best_weights = _resume(ckpt if train["resume"] else None, trainer, key,
                                   TrainState(run_id=run_id))
     items = batch_items(train, encode_labels(train_fs.work_id))
-    every = max(int(train.get("checkpoint_every", 1)), 0) if ckpt is not None else 0
+    every = max(int(train["checkpoint_every"]), 0) if ckpt is not None else 0
     epochs = range(state.epoch, train["epochs"])
     if len(epochs):
         batches = iter(trainer.strategy.experimental_distribute_dataset(make_dataset(
@@ -395,7 +395,7 @@ def split_sets(fs: FeatureSet, splits: dict[str, str]) -> tuple[FeatureSet, Feat
 def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dict[str, Any]:
     """config.json of the model dir (COMMON contract); no run id or time, so the same
     training gives the same bytes (the MLflow run is found by the model's fingerprint)."""
-    pre = params.get("preprocess", {})
+    pre = to_plain(params["preprocess"])
     return {
         "arch": params["model"]["arch"],
         "loss": params["train"]["loss"],
@@ -404,7 +404,7 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dic
         "feature": fs.feature,
         "spect_len": fs.spect_len,
         "tile": int(fs.features.shape[1]) == 23,
-        "max_frames": pre.get("max_frames"),
+        "max_frames": pre["max_frames"],
         "preprocess": pre,
         "params_hash": params_hash(params),
     }

@@ -16,8 +16,8 @@ from keras import ops
 class Lookahead(keras.optimizers.Optimizer):
     """Wraps an inner optimiser; syncs slow and fast weights every `sync_period` steps."""
 
-    def __init__(self, optimizer: keras.optimizers.Optimizer, sync_period: int = 5,
-                 slow_step_size: float = 0.5, name: str = "lookahead", **kwargs) -> None:
+    def __init__(self, optimizer: keras.optimizers.Optimizer, sync_period: int,
+                 slow_step_size: float, name: str = "lookahead", **kwargs) -> None:
         super().__init__(learning_rate=0.0, name=name, **kwargs)
         if sync_period < 1:
             raise ValueError(f"sync_period must be >= 1, got {sync_period}")

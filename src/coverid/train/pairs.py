@@ -60,8 +60,7 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch)])
 
 
-def _groups_or_fail(labels: np.ndarray, need: int = 1, singletons: bool = False
-                    ) -> list[np.ndarray]:
+def _groups_or_fail(labels: np.ndarray, need: int, singletons: bool) -> list[np.ndarray]:
     """Work groups for sampling positives; a clear error when fewer than `need` multi-version
     works exist (single-version works only ever come on top of real ones)."""
     if len(work_groups(labels)) < need:
@@ -71,10 +70,10 @@ def _groups_or_fail(labels: np.ndarray, need: int = 1, singletons: bool = False
 
 
 def sample_positive_pairs(labels: np.ndarray, n: int, rng: np.random.Generator,
-                          singletons: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                          singletons: bool) -> tuple[np.ndarray, np.ndarray]:
     """`n` pairs of two different versions of one work (works drawn uniformly); with
     `singletons`, a single-version work pairs its song with itself (two augmentations)."""
-    groups = _groups_or_fail(labels, singletons=singletons)
+    groups = _groups_or_fail(labels, 1, singletons)
     i, j = np.empty(n, np.int64), np.empty(n, np.int64)
     for t, g in enumerate(rng.integers(0, len(groups), size=n)):
         rows = groups[g]
@@ -95,7 +94,7 @@ def sample_negative_pairs(labels: np.ndarray, n: int, rng: np.random.Generator
 
 
 def sample_pairs(labels: np.ndarray, batches: int, batch_size: int, rng: np.random.Generator,
-                 singletons: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 singletons: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`batches` x `batch_size` pairs (i, j, y), each batch half positive, half negative."""
     n_pos = batch_size // 2
     out_i, out_j, out_y = [], [], []
@@ -111,10 +110,10 @@ def sample_pairs(labels: np.ndarray, batches: int, batch_size: int, rng: np.rand
 
 
 def sample_pk(labels: np.ndarray, batches: int, p: int, k: int, rng: np.random.Generator,
-              singletons: bool = False) -> np.ndarray:
+              singletons: bool) -> np.ndarray:
     """`batches` x (P works x K versions) row indices, grouped by work within each batch;
     versions are drawn with replacement only when a work has fewer than K."""
-    groups = _groups_or_fail(labels, need=2, singletons=singletons)
+    groups = _groups_or_fail(labels, 2, singletons)
     p = min(p, len(groups))
     out = []
     for _ in range(batches):
@@ -263,12 +262,12 @@ def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):
 
     shape = x.shape
     tiled = shape[0] == 2 * PITCH - 1
-    if work_seed is not None and (aug.get("p_remap", 0.0) or aug.get("p_reverse", 0.0)):
+    if work_seed is not None and (aug["p_remap"] or aug["p_reverse"]):
         w = tf.random.stateless_uniform([2], seed=work_seed)
         perm = tf.random.experimental.stateless_shuffle(tf.range(PITCH), seed=work_seed)
-        x = tf.ensure_shape(tf.cond(w[0] < aug.get("p_remap", 0.0),
+        x = tf.ensure_shape(tf.cond(w[0] < aug["p_remap"],
                                     lambda: remap(x, perm, key, tiled), lambda: x), shape)
-        x = tf.ensure_shape(tf.cond(w[1] < aug.get("p_reverse", 0.0),
+        x = tf.ensure_shape(tf.cond(w[1] < aug["p_reverse"],
                                     lambda: tf.reverse(x, axis=[1]), lambda: x), shape)
     u = tf.random.stateless_uniform([9], seed=seed)
     sub = tf.random.experimental.stateless_fold_in(seed, 1)
@@ -282,9 +281,9 @@ def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):
         (u[2] < aug["p_stretch"], lambda v: stretch(v, factor, u[4])),
         (u[5] < aug["p_crop"], lambda v: crop(v, fraction, u[7])),
         (frames[0] < aug["p_warp"], lambda v: warp(v, frames[1:], aug["warp_rate"])),
-        (u[8] < aug.get("p_notes", 0.0),
+        (u[8] < aug["p_notes"],
          lambda v: move_notes(v, tf.random.experimental.stateless_fold_in(seed, 2),
-                              int(aug.get("note_moves", 8)), *aug.get("note_frames", (2, 16)),
+                              int(aug["note_moves"]), *aug["note_frames"],
                               tiled)),
     ]
     for apply, fn in steps:
@@ -312,7 +311,7 @@ def batch_items(train: dict[str, Any], labels: np.ndarray | None = None) -> int:
     if mode_for(train) == "pk":
         p = train["works_per_batch"]
         if labels is not None:
-            p = min(p, len(work_groups(labels, bool(train.get("singleton_positives", False)))))
+            p = min(p, len(work_groups(labels, bool(train["singleton_positives"]))))
         return p * train["versions_per_work"]
     return 2 * train["batch_size"]
 
@@ -321,7 +320,7 @@ def _epoch_indices(labels: np.ndarray, train: dict[str, Any], mode: str, rng: np
                    ) -> tuple[np.ndarray, ...]:
     """One epoch's sampled rows, the label/target part, and per-song seeds (rows, extra, seeds)."""
     steps = train["steps_per_epoch"]
-    single = bool(train.get("singleton_positives", False))
+    single = bool(train["singleton_positives"])
     if mode == "pk":
         k = train["versions_per_work"]
         idx = sample_pk(labels, steps, train["works_per_batch"], k, rng, single)
