@@ -17,6 +17,7 @@ from coverid.eval.distance import pairwise
 
 TOP_K = 10
 BOOTSTRAPS = 2000  # resamples for a standard error: enough for two significant digits
+BOOTSTRAP_SEED = 0  # fixed resampling: the same ranking always reports the same error
 
 
 # --------------------------------------------------------------------------- retrieval
@@ -138,8 +139,7 @@ def per_query_ap(dist: np.ndarray, work_id: np.ndarray, query_mask: np.ndarray |
     return query_stats(dist, work_id, query_mask, query_idx)["ap"]
 
 
-def map_standard_error(ap: np.ndarray, query_work: np.ndarray, n_boot: int = BOOTSTRAPS,
-                       seed: int = 0) -> float:
+def map_standard_error(ap: np.ndarray, query_work: np.ndarray, n_boot: int = BOOTSTRAPS) -> float:
     """Standard error of MAP when the works are resampled with replacement (the queries of
     one work are not independent): the std of the resampled sets' MAPs; NaN under 2 works."""
     works, codes = np.unique(np.asarray(query_work), return_inverse=True)
@@ -147,7 +147,7 @@ def map_standard_error(ap: np.ndarray, query_work: np.ndarray, n_boot: int = BOO
         return float("nan")
     sums = np.bincount(codes, weights=np.asarray(ap, np.float64))
     counts = np.bincount(codes).astype(np.float64)
-    picks = np.random.default_rng(seed).integers(0, len(works), (n_boot, len(works)))
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(works), (n_boot, len(works)))
     return float((sums[picks].sum(axis=1) / counts[picks].sum(axis=1)).std())
 
 

@@ -34,9 +34,9 @@ CONFIG_FILE = "config.json"
 KERAS_METADATA = "metadata.json"  # members of the .keras zip
 KERAS_CONFIG = "config.json"
 CACHE_ENV = "COVERID_CACHE"
-# what every config.json holds (see the module docstring; train_run_id and params_hash may be null)
+# what every config.json holds (see the module docstring; params_hash may be null)
 CONFIG_KEYS = ("arch", "loss", "embedding_dim", "metric", "feature", "spect_len", "tile", "max_frames",
-               "preprocess", "train_run_id", "params_hash")
+               "preprocess", "params_hash")
 
 
 def metric_for(loss: str) -> str:
