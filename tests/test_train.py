@@ -224,6 +224,7 @@ def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
     works = sorted(set(fs.work_id))
     write_splits(paths.splits_file(params),
                  {w: ("val" if i % 3 == 0 else "train") for i, w in enumerate(works)})
+    tf.keras.backend.clear_session()  # as in a new process: layer names count from 0
     run_stage_script("train", params)
     metrics = json.loads((tmp_path / "reports/train.json").read_text())
     assert metrics["epochs_run"] == 2 and set(metrics) >= {"best_val_map", "final_loss"}
