@@ -79,7 +79,8 @@ def test_stats_default_metadata_from_params(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("content, problem", [
     ("{not json", "not valid JSON"),
-    ("[1, 2]", "expected a non-empty object"),
+    ("[1, 2]", "expected the Da-TACOS schema"),
+    ("{}", "expected a non-empty object"),
     ('{"W_1": {"P_1": 3}}', "W_1/P_1: expected an object of fields"),
 ])
 def test_bad_metadata_is_one_line(tmp_path, capsys, content, problem):

@@ -43,3 +43,13 @@ def test_tiling_and_model_input_shape():
     y = to_model_input(np.random.default_rng(0).random((900, 12)), 50, 800, tile=True)
     assert y.shape == (23, 50) and y.dtype == np.float32
     assert to_model_input(np.ones((10, 12)), 50, None, tile=False).shape == (12, 50)
+
+
+def test_is_tiled_names_the_row_counts():
+    from coverid.core.errors import CoveridError
+    from coverid.features.transform import TILED_ROWS, is_tiled, tile_pitch
+
+    assert is_tiled(tile_pitch(np.zeros((12, 5))).shape[0]) and TILED_ROWS == 23
+    assert not is_tiled(12)
+    with pytest.raises(CoveridError, match="12 or 23 pitch rows, got 7"):
+        is_tiled(7)

@@ -9,15 +9,15 @@ folder-derived ids and adds titles and artists.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coverid.core.errors import BadInputError, CoveridError
+from coverid.core.errors import CoveridError
 from coverid.core.skips import SkipLog
+from coverid.data.metadata import read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def scan_audio_dir(audio_dir: str | Path, extensions: list[str] | tuple[str, ...
     if not audio_dir.is_dir():
         raise CoveridError(f"{audio_dir}: audio folder not found")
     exts = {e.lower().lstrip(".") for e in extensions}
-    meta = read_metadata(audio_dir / METADATA)
+    meta = read_metadata(audio_dir / METADATA, required=False)
     found: list[tuple[Path, str | None]] = []  # (file, folder work name or None)
     for entry in sorted(audio_dir.iterdir()):
         if entry.name.startswith("."):
@@ -134,16 +134,3 @@ def _mark_duplicates(items: list[AudioItem]) -> list[AudioItem]:
     return out
 
 
-def read_metadata(path: Path) -> dict[str, dict[str, Any]]:
-    """DIR/metadata.json as {work: {perf: entry}}; {} when there is none."""
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInputError(path, f"not valid JSON ({e})") from None
-    ok = isinstance(meta, dict) and all(
-        isinstance(perfs, dict) and all(isinstance(e, dict) for e in perfs.values()) for perfs in meta.values())
-    if not ok:
-        raise BadInputError(path, "expected the Da-TACOS schema {work_id: {perf_id: {...}}}")
-    return meta

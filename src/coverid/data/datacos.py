@@ -39,6 +39,7 @@ import numpy as np
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.skips import SkipLog
+from coverid.data.metadata import pairs, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,8 @@ def list_items(data_dir: Path, subset: str, feature: str, skips: SkipLog) -> lis
     if folder is None:
         raise CoveridError(f"{feature_dir(data_dir, subset, feature)}: Da-TACOS {subset} {feature} folder "
                            f"not found (run `coverid download da-tacos --subset {subset} --feature {feature}`)")
-    known = _metadata_pairs(metadata_file(data_dir, subset))
+    meta_path = metadata_file(data_dir, subset)
+    known = pairs(read_metadata(meta_path)) if meta_path.exists() else None
     items: list[tuple[Path, str, str]] = []
     for path in find_files(folder):
         try:
@@ -450,14 +452,3 @@ def list_items(data_dir: Path, subset: str, feature: str, skips: SkipLog) -> lis
     return items
 
 
-def _metadata_pairs(path: Path) -> set[tuple[str, str]] | None:
-    """{(work_id, perf_id)} listed in a metadata JSON, or None when there is none."""
-    if not path.exists():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BadInputError(path, f"not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
-        raise BadInputError(path, "expected {work_id: {perf_id: {...}}}")
-    return {(w, p) for w, perfs in meta.items() for p in perfs}

@@ -6,7 +6,6 @@ Metadata: {work_id: {perf_id: {"work_title", "work_artist", "perf_title", "perf_
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,9 @@ from coverid.core import paths
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import atomic_path
 from coverid.data.datacos import metadata_file
+from coverid.data.metadata import Metadata, read_metadata
 from coverid.data.store import read_features
 
-Metadata = dict[str, dict[str, dict[str, Any]]]
 TEXT_FIELDS = ("work_title", "work_artist", "perf_title", "perf_artist")
 
 
@@ -35,24 +34,13 @@ def default_metadata_path(params: dict[str, Any]) -> Path:
 
 
 def load_metadata(path: str | Path) -> Metadata:
-    """Read and check a metadata JSON file."""
-    path = Path(path)
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInputError(path, "metadata file not found") from None
-    except OSError as e:
-        raise BadInputError(path, f"cannot read metadata ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInputError(path, f"not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or not meta:
+    """Read and check a metadata JSON file for analysis: it must list some performances."""
+    meta = read_metadata(path)
+    if not meta:
         raise BadInputError(path, "expected a non-empty object {work_id: {perf_id: {...}}}")
     for work, perfs in meta.items():
-        if not isinstance(perfs, dict) or not perfs:
+        if not perfs:
             raise BadInputError(path, f"work {work!r}: expected a non-empty object of performances")
-        for perf, info in perfs.items():
-            if not isinstance(info, dict):
-                raise BadInputError(path, f"{work}/{perf}: expected an object of fields")
     return meta
 
 

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from coverid.core.errors import CoveridError
+
+PITCH = 12  # chroma bins
+TILED_ROWS = 2 * PITCH - 1  # rows of a tiled input (tile_pitch)
+
+
+def is_tiled(n_rows: int) -> bool:
+    """Whether model inputs of `n_rows` pitch rows are tiled (23) or plain chroma (12);
+    any other count is a one-line error."""
+    if n_rows not in (PITCH, TILED_ROWS):
+        raise CoveridError(f"model inputs need {PITCH} or {TILED_ROWS} pitch rows, got {n_rows}")
+    return n_rows == TILED_ROWS
+
 
 def crop_or_wrap(x: np.ndarray, max_frames: int | None) -> np.ndarray:
     """Crop (T, F) to `max_frames` or wrap-pad it up to that length (None: unchanged)."""
@@ -44,7 +57,7 @@ def resize_time(x: np.ndarray, length: int) -> np.ndarray:
 
 
 def tile_pitch(x: np.ndarray) -> np.ndarray:
-    """MOVE-style tiling of (12, L) to (23, L): np.tile(x, (2, 1))[:-1]."""
+    """MOVE-style tiling of (12, L) to (TILED_ROWS, L): np.tile(x, (2, 1))[:-1]."""
     return np.tile(x, (2, 1))[:-1]
 
 

@@ -16,8 +16,9 @@ import numpy as np
 from keras import layers, ops
 
 from coverid.core.errors import CoveridError
+from coverid.features.transform import PITCH, TILED_ROWS, is_tiled
 from coverid.model.bag import build_bag, init_codebook
-from coverid.model.layers import PITCH, KeyRoll, PitchTile, check_rows, untiled
+from coverid.model.layers import KeyRoll, PitchTile, untiled
 
 ARCHS = ("seed", "move", "bag")
 SEED_DIM = 512
@@ -100,8 +101,7 @@ class L2Normalize(layers.Layer):
 
 def _pitch_rows(x, n_rows: int):
     """Tile untiled (12-row) input to 23 rows; reject other row counts."""
-    check_rows(n_rows)
-    return PitchTile(name="pitch_tile")(x) if n_rows == PITCH else x
+    return x if is_tiled(n_rows) else PitchTile(name="pitch_tile")(x)
 
 
 def seed_encoder(input_shape: tuple[int, int | None]) -> keras.Model:
@@ -113,7 +113,7 @@ def seed_encoder(input_shape: tuple[int, int | None]) -> keras.Model:
             "bias_initializer": keras.initializers.RandomNormal(0.5, 0.01)}
     inp = keras.Input(shape=input_shape, name="features")
     x = _pitch_rows(inp, n_rows)
-    x = layers.Reshape((2 * PITCH - 1, length, 1))(x)
+    x = layers.Reshape((TILED_ROWS, length, 1))(x)
     x = layers.Conv2D(32, (12, 50), activation="relu", **conv)(x)
     x = layers.MaxPooling2D((12, 1))(x)
     x = layers.BatchNormalization()(x)
@@ -159,7 +159,7 @@ def move_encoder(input_shape: tuple[int, int | None], embedding_dim: int, channe
         x = layers.Reshape((PITCH, -1, 1))(x)
     else:
         x = _pitch_rows(inp, n_rows)
-        x = layers.Reshape((2 * PITCH - 1, -1, 1))(x)
+        x = layers.Reshape((TILED_ROWS, -1, 1))(x)
     if downsample > 1:
         x = layers.AveragePooling2D((1, downsample), padding="same", name="downsample")(x)
     # pad time only ("same" over time; the 12 pitch positions stay the valid windows)

@@ -6,9 +6,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from coverid.core.errors import CoveridError
+from coverid.features.transform import PITCH, TILED_ROWS, is_tiled
 
-PITCH = 12
 DIATONIC = (0, 2, 4, 5, 7, 9, 11)  # a major scale: the 7 pitch classes of a key signature
 # column s: the diatonic set with tonic s (pitch class x tonic indicator)
 PROFILE_EPS = 1e-6  # a silent song's chroma profile divides by this instead of 0
@@ -25,7 +24,7 @@ class PitchTile(layers.Layer):
         return ops.concatenate([x, x[:, : PITCH - 1]], axis=1)
 
     def compute_output_shape(self, shape):
-        return (shape[0], 2 * PITCH - 1, shape[2])
+        return (shape[0], TILED_ROWS, shape[2])
 
 
 def roll_to_signatures(x, n: int):
@@ -56,13 +55,7 @@ class KeyRoll(layers.Layer):
         return shape
 
 
-def check_rows(n_rows: int) -> None:
-    """Encoders take untiled (12-row) or tiled (23-row) chroma."""
-    if n_rows not in (PITCH, 2 * PITCH - 1):
-        raise CoveridError(f"encoders need 12 or 23 pitch rows, got {n_rows}")
-
-
 def untiled(x, n_rows: int):
     """The 12 chroma rows of a 12- or 23-row input."""
-    check_rows(n_rows)
+    is_tiled(n_rows)
     return x[:, :PITCH]

@@ -34,6 +34,7 @@ from coverid.core.io import read_json
 from coverid.core.paths import REPORTS
 from coverid.core.skips import SkipLog
 from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
+from coverid.data.metadata import read_metadata
 from coverid.data.store import read_features
 from coverid.eval.distance import paired
 from coverid.features.collection import build_feature_set
@@ -165,16 +166,12 @@ def file_sha1(path: str | Path) -> str:
 # ---------------------------------------------------------------- songs to index
 
 
-def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
+def song_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
     """perf_id -> {work_id, title, artist} from a Da-TACOS-schema metadata JSON."""
-    path = Path(path)
-    meta = read_json(path, "metadata file")
-    if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
-        raise BadInputError(path, "expected {work_id: {perf_id: {...}}} (Da-TACOS schema)")
+    meta = read_metadata(path)
     out = {}
     for work, perfs in meta.items():
         for perf, info in perfs.items():
-            info = info if isinstance(info, dict) else {}
             out[str(info.get("perf_id", perf))] = {
                 "work_id": str(info.get("work_id", work)),
                 "title": info.get("perf_title") or info.get("work_title"),
@@ -198,7 +195,7 @@ def songs_from_audio_dir(audio_dir: str | Path, embedder: Any,
     fs = build_feature_set(items, partial(load_features, pcfg=pcfg, feature=feature), pcfg, "audio",
                            feature, skips)
     by_perf = {it.perf_id: it for it in scanned if it.skip is None}
-    extra = read_metadata(metadata) if metadata else {}
+    extra = song_metadata(metadata) if metadata else {}
     songs = []
     for perf in fs.perf_id:
         it = by_perf[str(perf)]
@@ -231,7 +228,7 @@ def songs_from_features(h5: str | Path, embedder: Any,
     fc = feature_config(embedder)
     fs = read_features(h5, fc["feature"]) if _has_feature(h5, fc["feature"]) else read_features(h5)
     check_feature_file(h5, fs, fc)
-    extra = read_metadata(metadata) if metadata else {}
+    extra = song_metadata(metadata) if metadata else {}
     songs = [Song(perf_id=str(p), work_id=str(w)) for p, w in zip(fs.perf_id, fs.work_id)]
     for song in songs:
         _apply_metadata(song, extra)

@@ -521,16 +521,9 @@ def _write_dir(target: Path, meta: dict[str, Any], emb: np.ndarray, index: Any,
 
 def _meta_text(meta: dict[str, Any]) -> str:
     """meta.json: indented, except that each song column takes one line (C-speed JSON)."""
-    head = json.dumps({k: v for k, v in meta.items() if k != "songs"}, indent=2, default=_json_default)
+    head = json.dumps({k: v for k, v in meta.items() if k != "songs"}, indent=2, default=io.json_default)
     cols = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in meta["songs"].items())
     return head[:-2] + ',\n  "songs": {\n' + cols + "\n  }\n}\n"
-
-
-def _json_default(obj: Any) -> Any:
-    """numpy values -> JSON."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 @contextlib.contextmanager

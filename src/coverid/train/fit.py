@@ -28,6 +28,7 @@ from coverid.data.splits import split_mask
 from coverid.data.store import FeatureSet
 from coverid.eval.distance import pairwise
 from coverid.eval.metrics import retrieval_metrics
+from coverid.features.transform import is_tiled
 from coverid.model.embedder import (
     embed_batches,
     make_embed_fn,
@@ -403,7 +404,7 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dic
         "metric": metric_for(params["train"]["loss"]),
         "feature": fs.feature,
         "spect_len": fs.spect_len,
-        "tile": int(fs.features.shape[1]) == 23,
+        "tile": is_tiled(int(fs.features.shape[1])),
         "max_frames": pre["max_frames"],
         "preprocess": pre,
         "params_hash": params_hash(params),

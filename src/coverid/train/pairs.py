@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from coverid.core.errors import CoveridError
+from coverid.features.transform import PITCH, is_tiled
 
-PITCH = 12
 MODES = ("pairs", "positives", "pk")
 
 
@@ -261,7 +261,7 @@ def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):
     import tensorflow as tf
 
     shape = x.shape
-    tiled = shape[0] == 2 * PITCH - 1
+    tiled = is_tiled(shape[0])
     if work_seed is not None and (aug["p_remap"] or aug["p_reverse"]):
         w = tf.random.stateless_uniform([2], seed=work_seed)
         perm = tf.random.experimental.stateless_shuffle(tf.range(PITCH), seed=work_seed)
