@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from coverid.features.transform import (
     crop_or_wrap,
