@@ -10,7 +10,6 @@ with each configuration's training seconds, best epoch, val MAP and test MAP.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -21,48 +20,31 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_losses import train_and_rank  # noqa: E402
+from bench_losses import split_features, train_and_rank  # noqa: E402
 
-from coverid.core import paths  # noqa: E402
-from coverid.core.config import load_params  # noqa: E402
+from coverid.core.config import load_params, with_overrides  # noqa: E402
 from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/budget.json")
 
 
-def override(params: dict, spec: str) -> dict:
-    """A copy of params with each `dotted.key=value` of the comma-separated spec set."""
-    p = copy.deepcopy(params)
-    for item in filter(None, spec.split(",")):
-        key, value = item.split("=", 1)
-        *parents, leaf = key.strip().split(".")
-        node = p
-        for name in parents:
-            node = node[name]
-        if leaf not in node:
-            raise SystemExit(f"unknown params key {key}")
-        node[leaf] = yaml.safe_load(value)
-    return p
+def overrides(spec: str) -> dict:
+    """{"train.epochs": 50, ...} from "train.epochs=50,..." (YAML values)."""
+    pairs = (item.split("=", 1) for item in filter(None, spec.split(",")))
+    return {key.strip(): yaml.safe_load(value) for key, value in pairs}
 
 
 def main() -> None:
     """Train and rank once per --config; print and record the figures."""
-    from coverid.data.splits import read_splits, split_mask
-    from coverid.data.store import read_features
-    from coverid.train.fit import split_sets
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", action="append", default=[], help="overrides, e.g. train.epochs=50")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     params = load_params()
-    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
-    splits = read_splits(paths.splits_file(params))
-    train_fs, val_fs = split_sets(fs, splits)
-    test = fs.take(split_mask(fs.work_id, splits, "test"))
+    train_fs, val_fs, test = split_features(params)
     runs = []
     for spec in args.config or [""]:
-        p = override(params, spec)
+        p = with_overrides(params, overrides(spec))
         t0 = time.perf_counter()
         row = train_and_rank(p, p["train"]["loss"], int(p["seed"]), train_fs, val_fs, test, None)
         row = {"config": spec or "params.yaml", "seconds": round(time.perf_counter() - t0, 1), **row}

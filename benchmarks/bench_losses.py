@@ -56,22 +56,28 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
     return row
 
 
-def main() -> None:
-    """Print and record each loss's test MAP next to the baselines'."""
+def split_features(params: dict) -> tuple:
+    """(train, val, test) FeatureSets of the processed corpus."""
     from coverid.data.splits import read_splits, split_mask
     from coverid.data.store import read_features
-    from coverid.eval.evaluate import baseline_queries, read_report
     from coverid.train.fit import split_sets
+
+    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
+    splits = read_splits(paths.splits_file(params))
+    train_fs, val_fs = split_sets(fs, splits)
+    return train_fs, val_fs, fs.take(split_mask(fs.work_id, splits, "test"))
+
+
+def main() -> None:
+    """Print and record each loss's test MAP next to the baselines'."""
+    from coverid.eval.evaluate import baseline_queries, read_report
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7], help="training seeds")
     args = ap.parse_args()
     params = load_params()
-    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
-    splits = read_splits(paths.splits_file(params))
-    train_fs, val_fs = split_sets(fs, splits)
-    test = fs.take(split_mask(fs.work_id, splits, "test"))
+    train_fs, val_fs, test = split_features(params)
     baseline = read_report(paths.REPORTS / "baseline.json", required=False) or {}
     queries = baseline_queries(params, test.work_id, baseline)
     out: dict = {"baseline": {m: r["map"] for m, r in baseline.items()}, "losses": {}}
