@@ -116,6 +116,19 @@ def test_second_repro_does_nothing(repo):
 
 
 @pytest.mark.slow
+def test_every_stage_run_again_writes_the_same_bytes(repo):
+    """A forced rerun of the whole chain leaves dvc.lock as it was: every output DVC hashes
+    (corpus, HDF5 features, model, reports, plots) is byte for byte the same, so a fresh
+    clone reproduces the committed hashes; timings live outside them."""
+    before = (repo / "dvc.lock").read_text()
+    timings = json.loads((repo / "reports/timings/train.json").read_text())
+    _run([str(BIN / "dvc"), "repro", "-f"], repo)
+    assert (repo / "dvc.lock").read_text() == before
+    assert json.loads((repo / "reports/timings/train.json").read_text()) != timings
+    assert "changed" not in _run([str(BIN / "dvc"), "status"], repo).stdout
+
+
+@pytest.mark.slow
 def test_loss_change_reruns_only_downstream_and_is_tracked(repo):
     import mlflow
 
@@ -131,6 +144,7 @@ def test_loss_change_reruns_only_downstream_and_is_tracked(repo):
     train_runs = runs[runs["tags.coverid.stage"] == "train"]
     default_loss = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["loss"]
     assert default_loss != "bce"
-    assert sorted(train_runs["params.train.loss"]) == sorted(["bce", default_loss])
+    assert set(train_runs["params.train.loss"]) == {"bce", default_loss}  # (the default twice)
     evals = runs[runs["tags.coverid.stage"] == "evaluate"]
-    assert len(evals) == 2 and evals["metrics.map"].notna().all()
+    assert set(evals["params.train.loss"]) == {"bce", default_loss}
+    assert evals["metrics.map"].notna().all()
