@@ -9,7 +9,7 @@ MODEL_DIR = Path("data/models/encoder")
 REPORTS = Path("reports")
 PLOTS = REPORTS / "plots"
 CHECKPOINTS = MODEL_DIR.parent / "checkpoints"
-TIMINGS = REPORTS / "timings"  # per-stage seconds; git-ignored, not a DVC output
+TIMINGS = REPORTS / "timings"  # per-stage seconds: kept in git, never a DVC output
 
 
 def timings_file(stage: str) -> Path:
