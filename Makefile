@@ -40,8 +40,12 @@ test-fast: $(STAMP)  ## the test suite without the slow end-to-end checks
 bench: $(STAMP)  ## run the benchmarks in benchmarks/ (figures printed and written to reports/bench/)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-ui: $(STAMP)  ## serve the MLflow UI on the project's tracking database
-	$(BIN)/mlflow ui --backend-store-uri "$(call PARAM,['mlflow']['tracking_uri'])" --port 5000
+UI_PORT ?= 5000
+
+ui: $(STAMP)  ## serve the MLflow UI on the project's tracking database (prints the runs page's address)
+	@$(BIN)/python -c "from coverid.core.config import load_params; from coverid.core.tracking import ui_url; \
+		print('MLflow UI, the coverid runs: ' + ui_url(load_params(), $(UI_PORT)))"
+	$(BIN)/mlflow ui --backend-store-uri "$(call PARAM,['mlflow']['tracking_uri'])" --port $(UI_PORT)
 
 dashboard: $(STAMP)  ## serve optuna-dashboard on the threshold study's database
 	$(BIN)/optuna-dashboard "$(call PARAM,['tune']['storage'])" --port 8080

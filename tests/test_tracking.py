@@ -48,3 +48,26 @@ def test_resuming_a_run_does_not_relog_params(params):
             mlflow.log_metric("f1", 0.7)
     child_run = mlflow.MlflowClient().get_run(child.info.run_id)
     assert child_run.data.tags["mlflow.parentRunId"] == run.info.run_id
+
+
+def test_runs_are_named_and_the_experiment_is_described(params):
+    from coverid.core.tracking import EXPERIMENT_TAGS, setup, stage_run, ui_url
+
+    with stage_run("train", params) as run:
+        pass
+    got = mlflow.MlflowClient().get_run(run.info.run_id)
+    arch, loss = params["model"]["arch"], params["train"]["loss"]
+    assert got.info.run_name == f"train {arch}/{loss} (exp-test)"
+    exp = mlflow.get_experiment(got.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"] == EXPERIMENT_TAGS["mlflow.note.content"]
+    assert setup(params) == exp.experiment_id  # set up again: the same experiment, tags kept
+    assert ui_url(params, 5000) == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+
+
+def test_run_name_without_a_dvc_experiment(params, monkeypatch):
+    from coverid.core.tracking import run_name
+
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert run_name("evaluate", params) == (
+        f"evaluate {params['model']['arch']}/{params['train']['loss']}")

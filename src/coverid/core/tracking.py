@@ -40,8 +40,35 @@ def pipeline_tags(params: dict[str, Any]) -> dict[str, str]:
     }
 
 
+# The experiment's tags: a model-training experiment (the UI opens on its runs table, not on
+# the GenAI trace pages) with a description a person reads first.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "coverid: cover song identification (params.yaml, dvc.yaml). One run per pipeline "
+        "stage, named `<stage> <arch>/<loss>` plus the DVC experiment's name; the tune stage's "
+        "threshold trials are nested under their training run. Compare runs by "
+        "params.train.loss and params.model.arch with the metrics best_val_map (train), "
+        "test_map (copied onto the train run) and map (evaluate)."),
+}
+
+
+def run_name(stage: str, params: dict[str, Any]) -> str:
+    """What a stage's run is called in the UI: `train bag/triplet (exp-name)`."""
+    name = f"{stage} {params['model']['arch']}/{params['train']['loss']}"
+    exp = os.environ.get("DVC_EXP_NAME")
+    return f"{name} ({exp})" if exp else name
+
+
+def ui_url(params: dict[str, Any], port: int, host: str = "127.0.0.1") -> str:
+    """The MLflow UI address of the project experiment's runs table (the experiment is
+    created when missing)."""
+    return f"http://{host}:{port}/#/experiments/{setup(params)}/runs"
+
+
 def setup(params: dict[str, Any]) -> str:
-    """Point MLflow at the configured backend and experiment; return the experiment id."""
+    """Point MLflow at the configured backend and experiment (tagged as EXPERIMENT_TAGS);
+    return the experiment id."""
     import mlflow
 
     cfg = params["mlflow"]
@@ -54,6 +81,11 @@ def setup(params: dict[str, Any]) -> str:
         exp_id = mlflow.create_experiment(name, artifact_location=root.as_uri())
     else:
         exp_id = exp.experiment_id
+    have = {} if exp is None else exp.tags
+    client = mlflow.MlflowClient()
+    for key, value in EXPERIMENT_TAGS.items():
+        if have.get(key) != value:
+            client.set_experiment_tag(exp_id, key, value)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -66,8 +98,8 @@ def stage_run(stage: str, params: dict[str, Any], run_id: str | None = None,
 
     setup(params)
     tags = {**pipeline_tags(params), "coverid.stage": stage}
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, nested=nested,
-                          tags=None if run_id else tags) as run:
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name(stage, params),
+                          nested=nested, tags=None if run_id else tags) as run:
         if run_id is None:
             mlflow.log_params(flatten(params))
         log.info("MLflow run %s (%s)", run.info.run_id, stage)
