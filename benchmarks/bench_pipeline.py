@@ -46,12 +46,13 @@ def main() -> None:
     ran = [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
     seconds = {s: json.loads((clone / f"reports/timings/{s}.json").read_text())["wall_seconds"]
                for s in ran}
-    changed = run(["git", "status", "--porcelain", "dvc.lock", "reports/*.json"], clone).split()
+    tracked = ["dvc.lock", *(str(p.relative_to(clone)) for p in (clone / "reports").glob("*.json"))]
+    changed = [line[3:] for line in run(["git", "status", "--porcelain", *tracked], clone).splitlines()]
     result = {"commit": run(["git", "rev-parse", "HEAD"], clone).strip(), "cpu_count": os.cpu_count(),
               "pipeline_seconds": round(total, 1), "stages_run": ran,
               "stage_seconds": seconds, "skipped": [s for s in STAGES if s not in ran],
               "dvc_status_clean": "up to date" in run([str(BIN / "dvc"), "status"], clone),
-              "lock_and_metrics_changed": [c for c in changed if c not in ("M", "??")]}
+              "lock_and_metrics_changed": changed}
     print(json.dumps(result, indent=2))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
