@@ -14,6 +14,7 @@ from coverid.data.splits import load_split
 from coverid.eval.evaluate import (
     evaluate,
     log_to_training_run,
+    read_report,
     write_report,
 )
 
@@ -21,12 +22,9 @@ from coverid.eval.evaluate import (
 def main() -> None:
     """Evaluate the encoder in data/models/encoder with reports/threshold.json."""
     params = load_params()
-    # TensorFlow loads with these: only once params.yaml has passed its checks
-    from coverid.eval.evaluate import (  # TensorFlow: only once the params are good
-        read_report,
-    )
+    # TensorFlow loads with this: only once params.yaml has passed its checks
     from coverid.model.embedder import load_embedder
-    
+
     test = load_split(params, "test")
     embedder = load_embedder(paths.MODEL_DIR)
     threshold = read_report(paths.REPORTS / "threshold.json")

@@ -3,7 +3,6 @@ stage's timings (reports/timings/<stage>.json: outside DVC's metrics, which hold
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 
 from coverid.core import paths
 from coverid.core.errors import CoveridError
-from coverid.core.io import write_json
+from coverid.core.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 # Stage scripts import this module before the library pulls in TensorFlow: keep its start-up
@@ -30,7 +29,7 @@ def stage_name() -> str:
 def record_timings(values: dict[str, Any], stage: str | None = None) -> None:
     """Merge `values` (seconds, rates) into the stage's timings file."""
     path = paths.timings_file(stage or stage_name())
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = read_json(path, "timings file") if path.exists() else {}
     write_json(path, {**old, **values})
 
 

@@ -1,5 +1,6 @@
-"""Where the pipeline's features come from: one dispatch over the data sources (synth, audio,
-datacos), and Da-TACOS subsets read into FeatureSets or preprocessed to HDF5 files."""
+"""Where the pipeline's data come from: the one dispatch over the data sources (synth, audio,
+datacos) for the download and preprocess stages, and Da-TACOS subsets read into FeatureSets
+or preprocessed to HDF5 files."""
 
 from __future__ import annotations
 
@@ -10,18 +11,47 @@ from typing import Any
 
 from coverid.core import paths
 from coverid.core.errors import CoveridError
+from coverid.core.io import write_json
 from coverid.core.skips import SkipLog
 from coverid.data.datacos import (
+    METADATA,
     SUBSETS,
+    download,
     feature_dir,
     list_items,
     read_feature_h5,
     source_dir,
 )
+from coverid.data.dataset import audio_manifest
 from coverid.data.store import FeatureSet, write_features
+from coverid.data.synth import generate_corpus
 from coverid.features.collection import build_feature_set, extract_audio_dir
 
 log = logging.getLogger(__name__)
+
+
+def fetch_source(params: dict[str, Any]) -> None:
+    """Fill data/raw/<source>: generate the corpus, download (or unpack) Da-TACOS, or snapshot
+    the file list of the user's audio folder."""
+    data, out = params["data"], paths.raw_dir(params)
+    source = data["source"]
+    if source == "synth":
+        generate_corpus(out, data["synth"], params["seed"])
+    elif source == "datacos":
+        cfg = data["datacos"]
+        download(out, cfg["subset"], [METADATA, *cfg["features"]], cfg["base_url"], cfg["checksums"],
+                 retries=cfg["retries"], retry_wait_s=cfg["retry_wait_s"], timeout_s=cfg["timeout_s"],
+                 from_dir=cfg["from_dir"], keep_archives=cfg["keep_archives"])
+    elif source == "audio":
+        cfg = data["audio"]
+        write_json(out / "manifest.json", audio_manifest(Path(cfg["dir"]), cfg["extensions"]))
+    else:
+        raise unknown_source(source)
+
+
+def unknown_source(source: str) -> CoveridError:
+    """The one-line error for a data.source no stage knows."""
+    return CoveridError(f"params data.source: unknown source {source!r} (synth | datacos | audio)")
 
 
 def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
@@ -38,7 +68,7 @@ def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
             raise CoveridError(f"preprocess.feature {pcfg['feature']!r} is not among the downloaded "
                                f"data.datacos.features {cfg['features']}")
         return load_subset(paths.raw_dir(params), cfg["subset"], pcfg["feature"], pcfg, skips)
-    raise CoveridError(f"data.source: unknown source {source!r} (synth | datacos | audio)")
+    raise unknown_source(source)
 
 
 def load_subset(data_dir: str | Path, subset: str, feature: str, pcfg: dict[str, Any],

@@ -13,7 +13,7 @@ import numpy as np
 
 from coverid.core import paths
 from coverid.core.errors import BadInputError, CoveridError
-from coverid.core.io import write_json, write_npz, write_text
+from coverid.core.io import read_json, write_json, write_npz, write_text
 from coverid.data.store import FeatureSet
 from coverid.eval import plots
 from coverid.eval.baselines import select_queries
@@ -31,7 +31,6 @@ from coverid.eval.metrics import (
 
 log = logging.getLogger(__name__)
 
-EVAL_DIR = paths.REPORTS / "eval"
 PLOT_DIR = paths.PLOTS / "eval"
 METRIC_KEYS = ("map", "map_se", "mr1", "p10", "n_queries", "n_candidates", "threshold", "accuracy",
                "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "average_precision",
@@ -170,18 +169,13 @@ def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
 
 def read_report(path: str | Path, required: bool = True) -> dict[str, Any] | None:
     """A JSON report written by an earlier stage (None when optional and missing)."""
-    import json
-
     path = Path(path)
     if not path.exists():
         if required:
             raise BadInputError(path, "not found: run the stage that writes it first")
         log.warning("%s not found: continuing without it", path)
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BadInputError(path, f"not valid JSON ({e.msg})") from None
+    return read_json(path, "report")
 
 
 @dataclass
@@ -222,9 +216,8 @@ def evaluate(params: dict[str, Any], embedder: Any, test: FeatureSet, threshold:
         plain_sub = on_queries(ev.stats_plain, queries if subset else ev.stats_plain["query"],
                                len(emb) - 1, test.work_id)
     rows = compare(ev.metrics, baseline, model_sub, plain_sub)
-    seconds = {name: (baseline_seconds or {}).get(name, ev.seconds_per_query
-                                                   if name.startswith("model") else None)
-               for name in rows}
+    seconds = {**{name: ev.seconds_per_query for name in rows if name.startswith("model")},
+               **(baseline_seconds or {})}
     log.info("test MAP %.4f (%.4f without query expansion) MR1 %.2f P@10 %.4f | F1 %.4f at "
              "%s <= %.4g", ev.metrics["map"], ev.metrics["map_plain"], ev.metrics["mr1"],
              ev.metrics["p10"], ev.metrics["f1"], metric, ev.metrics["threshold"])

@@ -2,8 +2,8 @@
 
 One study per model and tuning set-up: the study is named
 `{tune.study_name}-{model key}-{settings hash}`, where the model key is the first 8
-characters of the training run id (else the model's params hash) and the settings hash
-covers the seed, objective and number of negatives. Retraining therefore starts a fresh
+characters of the model's content fingerprint (`coverid.model.embedder.fingerprint`) and the
+settings hash covers the seed, objective and number of negatives. Retraining therefore starts a fresh
 study instead of mixing trials scored on another model's distances, while re-running the
 stage on the same model resumes its study (`load_if_exists`) and only adds the trials
 still missing to reach `tune.n_trials`, so a re-run is cheap and gives the same answer.
