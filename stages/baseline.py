@@ -22,7 +22,7 @@ def main() -> None:
     write_json(paths.REPORTS / "baseline.json", result)
     timings = {f"{method}_seconds_per_query": s for method, s in seconds.items()}
     record_timings(timings)
-    with stage_run("baseline", params):
+    with stage_run("baseline", params, what="/".join(params["baseline"]["methods"])):
         log_numbers({f"{method}_{key}": value
                      for method, scores in result.items() for key, value in scores.items()})
         log_numbers(timings)

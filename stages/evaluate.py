@@ -1,6 +1,8 @@
 """DVC stage `evaluate`: the trained encoder on the test split at the tuned threshold;
 writes reports/metrics.json, reports/eval/embeddings.npz, reports/plots/eval/* and the
-model-vs-baselines table reports/compare.json + reports/compare.md (with seconds per query)."""
+model-vs-baselines table reports/compare.json + reports/compare.md (with seconds per query).
+Its MLflow run is nested under the model's training run, which also gets the test metrics
+and plots; the registered version gets its test MAP and may become the champion."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from coverid.eval.evaluate import (
     read_report,
     write_report,
 )
+from coverid.model.registry import maybe_promote, tag_version, test_set_key, test_tags, version_of_run
+
+PLOTS = paths.PLOTS / "eval"
 
 
 def main() -> None:
@@ -33,20 +38,24 @@ def main() -> None:
     seconds = {k.removesuffix("_seconds_per_query"): v for k, v in timings.items()
                if k.endswith("_seconds_per_query")}
     report = evaluate(params, embedder, test, threshold, baseline, seconds)
-    write_report(report, test, paths.REPORTS)
+    write_report(report, test, paths.REPORTS, embedder.config)
     metrics = report.evaluation.metrics
     record_timings({"seconds_per_query": report.evaluation.seconds_per_query})
     train_run_id = find_train_run(params, embedder.fingerprint)
-    with stage_run("evaluate", params):
+    with stage_run("evaluate", params, parent_run_id=train_run_id):
         log_numbers(metrics)
         log_numbers({"seconds_per_query": report.evaluation.seconds_per_query})
         mlflow.set_tag("coverid.metric", threshold["metric"])
-        mlflow.log_artifacts(str(paths.PLOTS / "eval"), "plots/eval")
+        mlflow.log_artifacts(str(PLOTS), "plots/eval")
         mlflow.log_artifact(str(paths.REPORTS / "compare.md"))
         mlflow.log_dict(report.rows, "compare.json")
         if train_run_id:
             mlflow.set_tag("coverid.train_run_id", train_run_id)
-    log_to_training_run(train_run_id, metrics)
+    log_to_training_run(train_run_id, metrics, PLOTS)
+    version = version_of_run(params, train_run_id)
+    if version:
+        tags = tag_version(params, version, test_tags(metrics, test_set_key(test.perf_id)))
+        maybe_promote(params, version, tags)
 
 
 if __name__ == "__main__":

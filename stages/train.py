@@ -12,6 +12,7 @@ from coverid.core.stage import record_timings, stage_main
 from coverid.core.tracking import log_numbers, stage_run
 from coverid.data.splits import read_splits
 from coverid.data.store import read_features
+from coverid.model.registry import tag_version, train_tags
 
 
 def main() -> None:
@@ -39,18 +40,23 @@ def main() -> None:
                          "coverid.strategy": setup.kind})
         result = fit(params, train_fs, val_fs, paths.CHECKPOINTS, setup, run.info.run_id,
                      on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
-        save_embedder(paths.MODEL_DIR, result.encoder, embedder_config(params, fs, result.encoder),
-                      result.head)
-        mlflow.set_tag("coverid.model", fingerprint(paths.MODEL_DIR))
+        config = embedder_config(params, fs, result.encoder)
+        save_embedder(paths.MODEL_DIR, result.encoder, config, result.head)
+        model_key = fingerprint(paths.MODEL_DIR)
+        mlflow.set_tag("coverid.model", model_key)
         metrics, timings = train_report(result, len(train_fs), len(val_fs))
         write_json(paths.REPORTS / "train.json", metrics)
         record_timings(timings)
         curve = paths.PLOTS / "train_curve.csv"
-        write_curve(result.state.history, curve, curve.with_suffix(".png"))
+        write_curve(result.state.history, curve, curve.with_suffix(".png"), result.state.best_epoch,
+                    f"{config['arch']}/{config['loss']}: loss on train, MAP on the val split")
         log_numbers({**metrics, **timings})
         mlflow.log_artifact(str(curve), "plots")
         mlflow.log_artifact(str(curve.with_suffix(".png")), "plots")
-        log_mlflow_model(paths.MODEL_DIR, params["mlflow"]["registered_model"])
+        info = log_mlflow_model(paths.MODEL_DIR, params["mlflow"]["registered_model"])
+        if info.registered_model_version:
+            tag_version(params, str(info.registered_model_version),
+                        train_tags(params, config, metrics, model_key))
 
 
 if __name__ == "__main__":

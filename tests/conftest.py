@@ -59,7 +59,8 @@ class FakeEmbedder:
                  config: dict | None = None, fingerprint: str = "fake00000001") -> None:
         self.fingerprint = fingerprint
         self.proj = np.random.default_rng(0).standard_normal((d_in, dim)) / np.sqrt(d_in)
-        self.metric, self.head, self.config = metric, head, dict(config or {})
+        self.metric, self.head = metric, head
+        self.config = {"arch": "fake", "loss": "triplet", **(config or {})}  # config.json keys
 
     def embed(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         return (np.asarray(x).reshape(len(x), -1) @ self.proj).astype(np.float32)

@@ -27,6 +27,8 @@ from coverid.eval.metrics import retrieval_metrics
 
 mlflow = pytest.importorskip("mlflow")
 
+MODEL = {"arch": "bag", "loss": "triplet"}  # the config.json keys plot titles name
+
 
 @pytest.fixture
 def params(tmp_path, project_params):
@@ -115,7 +117,7 @@ def test_evaluate_and_write_report(params, tmp_path):
     baseline = {"dtw": {"map": 0.4, "map_se": 0.1, "mr1": 2.0, "p10": 0.2, "n_queries": n_base}}
     params["baseline"]["max_queries"] = 5
     report = evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5})
-    write_report(report, fs, tmp_path / "r")
+    write_report(report, fs, tmp_path / "r", MODEL)
     metrics = report.evaluation.metrics
 
     r = tmp_path / "r"
@@ -144,19 +146,58 @@ def test_evaluate_and_write_report(params, tmp_path):
     assert 0 <= saved["map_se"] < 0.2
     # The same evaluation again gives the same bytes (DVC's hashes reproduce).
     before = {p: p.read_bytes() for p in r.rglob("*") if p.is_file() and p.name != "compare.md"}
-    write_report(evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5}), fs, r)
+    write_report(evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5}), fs, r, MODEL)
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_test_metrics_land_on_the_training_run(params):
+def test_plots_are_titled_with_split_and_model(params, tmp_path, monkeypatch):
+    from coverid.eval import plots
+
+    titles = {}
+    real_save = plots._save
+
+    def keep_title(fig, path):
+        titles[path.name] = fig.axes[0].get_title()
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep_title)
+    fs = make_feature_set(n_works=4, versions=3, n_noise=2, spect_len=10, rows=12)
+    threshold = {"threshold": 0.6, "metric": "euclidean", "objective": "f1",
+                 "expansion": {"k": 0, "alpha": 0.0}}
+    write_report(evaluate(params, FakeEmbedder(120), fs, threshold, None), fs, tmp_path, MODEL)
+    assert titles == {"distances.png": "Pair distances, test split: bag/triplet",
+                      "roc.png": "ROC, test split: bag/triplet",
+                      "pr.png": "Precision-recall, test split: bag/triplet",
+                      "ap_hist.png": "AP per query, test split: bag/triplet"}
+
+
+def test_trials_figure_marks_the_chosen_threshold_on_its_distance():
+    from coverid.eval.plots import trials_figure
+
+    table = {"trial": [0, 1, 2], "metric": ["cosine", "euclidean", "euclidean"],
+             "threshold": [0.2, 0.8, 1.1], "f1": [0.5, 0.7, 0.9]}
+    fig = trials_figure(table, "f1", ("euclidean", 1.05), "Threshold search, val split: bag/triplet")
+    assert fig._suptitle.get_text() == "Threshold search, val split: bag/triplet"
+    cos, euc = fig.axes
+    assert cos.get_xlabel() == "cosine threshold (1 trials)" and not cos.get_lines()
+    assert euc.get_xlabel() == "euclidean threshold (2 trials)"
+    assert [line.get_xdata()[0] for line in euc.get_lines()] == [1.05]
+    assert euc.collections[0].get_offsets().tolist() == [[0.8, 0.7], [1.1, 0.9]]
+
+
+def test_test_metrics_and_plots_land_on_the_training_run(params, tmp_path):
     from coverid.core.tracking import find_train_run, stage_run
 
     with stage_run("train", params) as train:
         mlflow.set_tag("coverid.model", "abc123abc123")
     assert find_train_run(params, "abc123abc123") == train.info.run_id
     assert find_train_run(params, "no-such-model") is None
-    log_to_training_run(train.info.run_id, {"map": 0.75})
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "roc.png").write_bytes(b"png")
+    log_to_training_run(train.info.run_id, {"map": 0.75}, tmp_path / "plots")
     assert mlflow.get_run(train.info.run_id).data.metrics["test_map"] == 0.75
+    listed = mlflow.MlflowClient().list_artifacts(train.info.run_id, "plots/eval")
+    assert [a.path for a in listed] == ["plots/eval/roc.png"]
 
 
 def test_evaluate_rejects_bce_threshold_without_head(params):
@@ -172,5 +213,5 @@ def test_distance_hist_handles_identical_distances(tmp_path):
     dist = np.full(20, 0.5, dtype=np.float32)
     dist[3] = np.nextafter(np.float32(0.5), np.float32(1))
     labels = np.arange(20) % 2
-    distance_hist(tmp_path / "d.png", dist, labels, 0.5, "bce")
+    distance_hist(tmp_path / "d.png", dist, labels, 0.5, "bce", "Pair distances")
     assert (tmp_path / "d.png").stat().st_size > 0

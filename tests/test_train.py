@@ -194,12 +194,24 @@ def test_unknown_loss_and_no_versions(data):
         fit(tiny_params(), singles, va, None, default_setup())
 
 
-def test_write_curve(tmp_path):
-    hist = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "val_map": 0.75}]
-    write_curve(hist, tmp_path / "c.csv", tmp_path / "c.png")
+def test_write_curve_marks_the_kept_epoch(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    real = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (saved.append(fig), real(fig, *a, **k))[1])
+    hist = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "val_map": 0.75},
+            {"epoch": 3, "loss": 0.2, "val_map": 0.7}]
+    write_curve(hist, tmp_path / "c.csv", tmp_path / "c.png", 2, "bag/triplet: loss on train")
     assert (tmp_path / "c.csv").read_text().splitlines() == [
-        "epoch,loss,val_map", "1,0.500000,", "2,0.250000,0.750000"]
+        "epoch,loss,val_map", "1,0.500000,", "2,0.250000,0.750000", "3,0.200000,0.700000"]
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    ax = saved[0].axes[0]
+    assert ax.get_title() == "bag/triplet: loss on train"
+    marks = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_xdata()[0] for line in marks] == [2]
+    assert [t.get_text() for t in ax.texts] == ["kept: epoch 2"]
 
 
 @pytest.mark.slow

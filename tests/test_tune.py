@@ -1,4 +1,4 @@
-"""Threshold tuning: Optuna study on validation pairs, trials nested in MLflow, resumable."""
+"""Threshold tuning: Optuna study on validation pairs, named and resumable; the trials as one table."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from coverid.eval.tune import (
     tune_threshold,
 )
 
-mlflow = pytest.importorskip("mlflow")
 optuna = pytest.importorskip("optuna")
 
 
@@ -34,16 +33,19 @@ def test_candidate_metrics():
     assert candidate_metrics("cosine") == ["cosine", "euclidean"]
 
 
-def test_study_name_changes_with_model_and_settings():
+def test_study_name_says_model_and_changes_with_model_and_settings():
     cfg = {"study_name": "s", "objective": "f1", "n_negatives": 10}
-    a = study_name(cfg, 0, "aaaaaaaa1111")
-    assert a.startswith("s-aaaaaaaa-")
-    assert study_name(cfg, 0, "bbbbbbbb1111") != a
+    model = {"arch": "bag", "loss": "triplet"}
+    a = study_name(cfg, 0, "aaaaaaaa1111", model)
+    assert a.startswith("s-bag-triplet-aaaaaaaa-")
+    assert study_name(cfg, 0, "aaaaaaaa1111", {"arch": "move", "loss": "bce"}).startswith(
+        "s-move-bce-aaaaaaaa-")
+    assert study_name(cfg, 0, "bbbbbbbb1111", model) != a
     other_objective = {**cfg, "objective": "balanced_accuracy"}
-    assert study_name(other_objective, 0, "aaaaaaaa") != a
-    assert study_name(cfg, 1, "aaaaaaaa") != a
-    assert study_name({**cfg, "n_trials": 99}, 0, "aaaaaaaa") == a
-    assert "-untracked-" in study_name(cfg, 0, None)
+    assert study_name(other_objective, 0, "aaaaaaaa", model) != a
+    assert study_name(cfg, 1, "aaaaaaaa", model) != a
+    assert study_name({**cfg, "n_trials": 99}, 0, "aaaaaaaa", model) == a
+    assert "-untracked-" in study_name(cfg, 0, None, model)
 
 
 def test_plateau_midpoint_keeps_predictions():
@@ -72,25 +74,18 @@ def test_optimise_bce_head_and_resume(tmp_path):
     assert len(optimise(scorers, "balanced_accuracy", 11, 0, "bce-study", storage).trials) == 11
 
 
-def test_tune_threshold_logs_nested_trials_and_finds_a_good_threshold(params):
-    from coverid.core.tracking import pipeline_tags, stage_run
-    from coverid.eval.tune import TrialLogger
-
-    with stage_run("train", params) as train:
-        pass
+def test_tune_threshold_names_the_study_tables_the_trials_and_finds_a_good_threshold(params):
     fs = make_feature_set(n_works=6, versions=3, n_noise=4, spect_len=10, rows=12)
-    embedder = FakeEmbedder(12 * 10, config={"params_hash": "feedbeef0000"},
-                            fingerprint="feedbeef0000")
-    with stage_run("tune", params, run_id=train.info.run_id) as run:  # as stages/tune.py does
-        trials = TrialLogger("f1", run.info.experiment_id, pipeline_tags(params))
-        result = tune_threshold(params, embedder, fs.features, fs.work_id, [trials])
+    embedder = FakeEmbedder(12 * 10, config={"params_hash": "feedbeef0000", "arch": "bag",
+                                             "loss": "triplet"}, fingerprint="feedbeef0000")
+    result, trials = tune_threshold(params, embedder, fs.features, fs.work_id)
 
     for key in ("threshold", "metric", "objective", "objective_value", "study_name", "storage",
                 "n_trials"):
         assert key in result
     assert result["n_trials"] == 10 and result["objective"] == "f1"
     assert result["metric"] in ("euclidean", "cosine")
-    assert result["study_name"].startswith("coverid-threshold-feedbeef-")
+    assert result["study_name"].startswith("coverid-threshold-bag-triplet-feedbeef-")
     assert result["model"] == "feedbeef0000" and "mlflow_run_id" not in result
     # The reported value is what the threshold really scores on the validation pairs.
     emb = embedder.embed(fs.features)
@@ -100,19 +95,27 @@ def test_tune_threshold_logs_nested_trials_and_finds_a_good_threshold(params):
         result["objective_value"])
     assert result["objective_value"] > 0.8  # versions share a pattern: well separable
 
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(params["mlflow"]["experiment"])
-    children = client.search_runs(
-        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{train.info.run_id}'")
-    assert len(children) == 10
-    assert all("f1" in r.data.metrics for r in children)
+    # The trials as one table: every finished trial, its distance, threshold and f1.
+    assert sorted(trials) == ["f1", "metric", "threshold", "trial"]
+    assert trials["trial"] == list(range(10))
+    best = int(np.argmax(trials["f1"]))
+    assert trials["f1"][best] == pytest.approx(
+        verification_metrics(paired(emb[i], emb[j], trials["metric"][best]), y,
+                             trials["threshold"][best])["f1"])
+    # The study names its objective and keeps the model and the best value in its attributes.
+    study = optuna.load_study(study_name=result["study_name"], storage=params["tune"]["storage"])
+    assert study.metric_names == ["f1"]
+    attrs = study.user_attrs
+    assert attrs["model"] == "feedbeef0000" and (attrs["arch"], attrs["loss"]) == ("bag", "triplet")
+    assert attrs["best_f1"] == pytest.approx(result["objective_value"])
+    assert (attrs["best_metric"], attrs["best_threshold"]) == (result["metric"], result["threshold"])
 
     # Same model and settings: the study is resumed, no trial added, same answer.
-    again = tune_threshold(params, embedder, fs.features, fs.work_id)
+    again, _ = tune_threshold(params, embedder, fs.features, fs.work_id)
     assert again["threshold"] == result["threshold"] and again["n_trials"] == 10
     # A retrained model (another fingerprint) gets a fresh study.
     embedder.fingerprint = "0123456789ab"
-    other = tune_threshold(params, embedder, fs.features, fs.work_id)
+    other, _ = tune_threshold(params, embedder, fs.features, fs.work_id)
     assert other["study_name"] != result["study_name"] and other["n_trials"] == 10
 
 

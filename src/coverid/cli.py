@@ -15,7 +15,7 @@ import sys
 from coverid import __version__
 from coverid.core.errors import CoveridError
 
-COMMANDS = ("download", "preprocess", "dataset", "index", "identify", "compare")
+COMMANDS = ("download", "preprocess", "dataset", "index", "identify", "compare", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coverid.core.paths import MODEL_DIR
-
-MODEL = str(MODEL_DIR)  # the train stage's model dir
+from coverid.commands import MODEL_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Embed two audio files and compare them with the model's distance.")
     p.add_argument("a", metavar="A", help="first audio file")
     p.add_argument("b", metavar="B", help="second audio file")
-    p.add_argument("--model", default=MODEL,
-                   help=f"model dir or MLflow URI such as models:/coverid-encoder/latest (default {MODEL})")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--threshold", type=float, help="cover decision threshold (default reports/threshold.json)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_run)
@@ -26,10 +23,11 @@ def _run(args: argparse.Namespace) -> int:
     """Compare two files and print the distance and decision."""
     import json
 
+    from coverid.model.registry import default_model
     from coverid.search.identify import check_files_exist, compare, open_model
 
     check_files_exist([args.a, args.b])
-    embedder = open_model(args.model)
+    embedder = open_model(args.model or default_model())
     res = compare(args.a, args.b, embedder, args.threshold)
     if args.json:
         print(json.dumps(res, indent=2))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from coverid.core.paths import MODEL_DIR
-
-MODEL = str(MODEL_DIR)  # the train stage's model dir
+from coverid.commands import MODEL_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = isub.add_parser("build", help="embed songs into a new index (replaces INDEX_DIR atomically)")
     _source_args(b)
-    b.add_argument("--model", default=MODEL,
-                   help=f"model dir or MLflow URI such as models:/coverid-encoder/latest (default {MODEL})")
+    b.add_argument("--model", help=MODEL_HELP)
     b.add_argument("--out", required=True, metavar="INDEX_DIR", help="index directory to write")
     b.add_argument("--threshold-file", metavar="FILE",
                    help="tuned threshold JSON stored in the index (default reports/threshold.json if present)")
@@ -51,10 +48,11 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 def _build(args: argparse.Namespace) -> int:
     """Build a new index."""
     from coverid.core.config import project_params
+    from coverid.model.registry import default_model
     from coverid.search.identify import build_from
 
     icfg = project_params(args.params)["index"]
-    index = build_from(args.model, args.out, icfg, args.audio_dir, args.features, args.metadata,
+    index = build_from(args.model or default_model(args.params), args.out, icfg, args.audio_dir, args.features, args.metadata,
                        args.threshold_file)
     print(f"indexed {index.count} songs in {index.path} ({index.kind}, {index.metric})")
     return 0

@@ -371,6 +371,8 @@ class Mlflow(Section):
     tracking_uri: str
     experiment: str
     registered_model: str | None
+    champion_alias: str
+    auto_promote: bool
 
 
 @dataclass

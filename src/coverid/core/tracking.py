@@ -46,16 +46,18 @@ EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     "mlflow.note.content": (
         "coverid: cover song identification (params.yaml, dvc.yaml). One run per pipeline "
-        "stage, named `<stage> <arch>/<loss>` plus the DVC experiment's name; the tune stage's "
-        "threshold trials are nested under their training run. Compare runs by "
-        "params.train.loss and params.model.arch with the metrics best_val_map (train), "
-        "test_map (copied onto the train run) and map (evaluate)."),
+        "stage, named `<stage> <arch>/<loss>` plus the DVC experiment's name. The evaluate run "
+        "is nested under its training run; the training run also holds the threshold search "
+        "(tune/trials table and plot) and the test plots. Compare runs by params.train.loss "
+        "and params.model.arch with the metrics best_val_map, test_map and test_map_plain. "
+        "Registered models: coverid-encoder, alias `champion` = the best version so far."),
 }
 
 
-def run_name(stage: str, params: dict[str, Any]) -> str:
-    """What a stage's run is called in the UI: `train bag/triplet (exp-name)`."""
-    name = f"{stage} {params['model']['arch']}/{params['train']['loss']}"
+def run_name(stage: str, params: dict[str, Any], what: str | None = None) -> str:
+    """What a stage's run is called in the UI: `train bag/triplet (exp-name)`; `what` replaces
+    the arch/loss part for stages that use no model (the baselines)."""
+    name = f"{stage} {what or params['model']['arch'] + '/' + params['train']['loss']}"
     exp = os.environ.get("DVC_EXP_NAME")
     return f"{name} ({exp})" if exp else name
 
@@ -92,13 +94,18 @@ def setup(params: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: dict[str, Any], run_id: str | None = None,
-              nested: bool = False) -> Iterator[Any]:
-    """Start (or resume, given `run_id`) an MLflow run for a stage, tagged and with all params."""
+              nested: bool = False, parent_run_id: str | None = None,
+              what: str | None = None) -> Iterator[Any]:
+    """Start (or resume, given `run_id`) an MLflow run for a stage, tagged and with all params;
+    `parent_run_id` nests it under a run that may have finished already."""
     import mlflow
 
     setup(params)
     tags = {**pipeline_tags(params), "coverid.stage": stage}
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name(stage, params),
+    if parent_run_id:
+        # the UI nests by this tag; start_run(parent_run_id=...) needs an active parent
+        tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name(stage, params, what),
                           nested=nested, tags=None if run_id else tags) as run:
         if run_id is None:
             mlflow.log_params(flatten(params))

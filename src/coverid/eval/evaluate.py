@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from coverid.core import paths
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import read_json, write_json, write_npz, write_text
 from coverid.data.store import FeatureSet
@@ -31,7 +30,6 @@ from coverid.eval.metrics import (
 
 log = logging.getLogger(__name__)
 
-PLOT_DIR = paths.PLOTS / "eval"
 METRIC_KEYS = ("map", "map_se", "mr1", "p10", "n_queries", "n_candidates", "threshold", "accuracy",
                "precision", "recall", "f1", "balanced_accuracy", "roc_auc", "average_precision",
                "qe_k", "qe_alpha", "map_plain", "mr1_plain", "p10_plain")
@@ -88,19 +86,24 @@ def evaluate_embeddings(emb: np.ndarray, work_id: np.ndarray, metric: str,
                       per_query)
 
 
-def write_plots(ev: Evaluation, plot_dir: str | Path = PLOT_DIR) -> list[Path]:
-    """distances.png, roc.png + roc.csv, pr.png + pr.csv, ap_hist.png under `plot_dir`."""
+def write_plots(ev: Evaluation, plot_dir: str | Path, model: dict[str, Any],
+                split: str = "test") -> list[Path]:
+    """distances.png, roc.png + roc.csv, pr.png + pr.csv, ap_hist.png under `plot_dir`, titled
+    with the split and the model's arch/loss (its config.json)."""
     plot_dir = Path(plot_dir)
     m = ev.metrics
     fpr, tpr, _ = roc_curve(ev.pair_dist, ev.pair_labels)
     precision, recall, _ = pr_curve(ev.pair_dist, ev.pair_labels)
     plots.distance_hist(plot_dir / "distances.png", ev.pair_dist, ev.pair_labels,
-                        m["threshold"], ev.metric)
-    plots.roc_plot(plot_dir / "roc.png", fpr, tpr, m["roc_auc"])
+                        m["threshold"], ev.metric,
+                        plots.title("Pair distances", split, model))
+    plots.roc_plot(plot_dir / "roc.png", fpr, tpr, m["roc_auc"], plots.title("ROC", split, model))
     plots.write_csv(plot_dir / "roc.csv", {"fpr": fpr, "tpr": tpr})
-    plots.pr_plot(plot_dir / "pr.png", recall, precision, m["average_precision"])
+    plots.pr_plot(plot_dir / "pr.png", recall, precision, m["average_precision"],
+                  plots.title("Precision-recall", split, model))
     plots.write_csv(plot_dir / "pr.csv", {"recall": recall, "precision": precision})
-    plots.ap_hist(plot_dir / "ap_hist.png", ev.stats["ap"])
+    plots.ap_hist(plot_dir / "ap_hist.png", ev.stats["ap"],
+                  plots.title("AP per query", split, model))
     return [plot_dir / n for n in ("distances.png", "roc.png", "roc.csv", "pr.png", "pr.csv",
                                    "ap_hist.png")]
 
@@ -224,10 +227,11 @@ def evaluate(params: dict[str, Any], embedder: Any, test: FeatureSet, threshold:
     return EvalReport(ev, emb, rows, seconds)
 
 
-def write_report(report: EvalReport, test: FeatureSet, reports: Path) -> None:
-    """metrics.json, eval/embeddings.npz, the plots, compare.json and compare.md under
-    `reports`."""
-    write_plots(report.evaluation, reports / "plots" / "eval")
+def write_report(report: EvalReport, test: FeatureSet, reports: Path,
+                 model: dict[str, Any]) -> None:
+    """metrics.json, eval/embeddings.npz, the plots (titled with `model`'s arch/loss),
+    compare.json and compare.md under `reports`."""
+    write_plots(report.evaluation, reports / "plots" / "eval", model)
     write_embeddings(reports / "eval" / "embeddings.npz", report.embeddings, test.work_id,
                      test.perf_id)
     write_json(reports / "metrics.json", report.evaluation.metrics)
@@ -235,8 +239,10 @@ def write_report(report: EvalReport, test: FeatureSet, reports: Path) -> None:
     write_text(reports / "compare.md", compare_markdown(report.rows, report.seconds))
 
 
-def log_to_training_run(train_run_id: str | None, metrics: dict[str, Any]) -> None:
-    """Copy the test metrics onto the training run as test_<name> (when it exists)."""
+def log_to_training_run(train_run_id: str | None, metrics: dict[str, Any],
+                        plot_dir: Path | None = None) -> None:
+    """Copy the test metrics onto the training run as test_<name>, and the test plots under
+    plots/eval, so that one run shows the model's whole story (when it exists)."""
     if not train_run_id:
         return
     import mlflow
@@ -245,7 +251,10 @@ def log_to_training_run(train_run_id: str | None, metrics: dict[str, Any]) -> No
 
     now = int(time.time() * 1000)
     batch = [Metric(f"test_{k}", float(v), now, 0) for k, v in metrics.items()]
+    client = mlflow.MlflowClient()
     try:
-        mlflow.MlflowClient().log_batch(train_run_id, metrics=batch)
+        client.log_batch(train_run_id, metrics=batch)
+        if plot_dir is not None:
+            client.log_artifacts(train_run_id, str(plot_dir), "plots/eval")
     except MlflowException as e:
         log.warning("could not log onto training run %s: %s", train_run_id, e)

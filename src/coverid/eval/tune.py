@@ -1,9 +1,11 @@
 """Optuna search for the verification threshold (and distance) on validation pairs.
 
 One study per model and tuning set-up: the study is named
-`{tune.study_name}-{model key}-{settings hash}`, where the model key is the first 8
+`{tune.study_name}-{arch}-{loss}-{model key}-{settings hash}`, where the model key is the first 8
 characters of the model's content fingerprint (`coverid.model.embedder.fingerprint`) and the
-settings hash covers the seed, objective and number of negatives. Retraining therefore starts a fresh
+settings hash covers the seed, objective and number of negatives. The study's objective is
+named after tune.objective (optuna-dashboard shows `f1`, not "Objective 0") and its user
+attributes hold the model, its arch and loss, and the best value, distance and threshold. Retraining therefore starts a fresh
 study instead of mixing trials scored on another model's distances, while re-running the
 stage on the same model resumes its study (`load_if_exists`) and only adds the trials
 still missing to reach `tune.n_trials`, so a re-run is cheap and gives the same answer.
@@ -12,6 +14,7 @@ still missing to reach `tune.n_trials`, so a re-run is cheap and gives the same 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -36,12 +39,13 @@ def candidate_metrics(model_metric: str) -> list[str]:
     return [model_metric] + [m for m in EMBEDDING_METRICS if m != model_metric]
 
 
-def study_name(cfg: dict[str, Any], seed: int, model_fingerprint: str | None) -> str:
-    """`{study_name}-{model fingerprint}-{settings hash}` (see the module docstring)."""
+def study_name(cfg: dict[str, Any], seed: int, model_fingerprint: str | None,
+               model_config: dict[str, Any]) -> str:
+    """`{study_name}-{arch}-{loss}-{model fingerprint}-{settings hash}` (module docstring)."""
     model_key = model_fingerprint[:8] if model_fingerprint else "untracked"
     settings = params_hash({"seed": seed, "objective": cfg["objective"],
                             "n_negatives": cfg["n_negatives"]})[:6]
-    return f"{cfg['study_name']}-{model_key}-{settings}"
+    return f"{cfg['study_name']}-{model_config['arch']}-{model_config['loss']}-{model_key}-{settings}"
 
 
 def pair_scorers(emb: np.ndarray, i: np.ndarray, j: np.ndarray, labels: np.ndarray,
@@ -62,7 +66,7 @@ def plateau_midpoint(scorer: ThresholdScorer, threshold: float) -> float:
 
 
 def optimise(scorers: dict[str, ThresholdScorer], objective: str, n_trials: int, seed: int,
-             name: str, storage: str, callbacks: list | None = None) -> Any:
+             name: str, storage: str) -> Any:
     """Run (or resume) the study until it holds `n_trials` finished trials; return it."""
     import optuna
 
@@ -72,6 +76,9 @@ def optimise(scorers: dict[str, ThresholdScorer], objective: str, n_trials: int,
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction="maximize",
                                 sampler=optuna.samplers.TPESampler(seed=seed))
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([objective])
     metrics = list(scorers)
 
     def objective_fn(trial: optuna.Trial) -> float:
@@ -87,7 +94,7 @@ def optimise(scorers: dict[str, ThresholdScorer], objective: str, n_trials: int,
     remaining = max(0, int(n_trials) - done)
     log.info("study %s: %d finished trials, running %d more", name, done, remaining)
     if remaining:
-        study.optimize(objective_fn, n_trials=remaining, callbacks=callbacks or [])
+        study.optimize(objective_fn, n_trials=remaining)
     return study
 
 
@@ -102,31 +109,23 @@ def best_threshold(study: Any, scorers: dict[str, ThresholdScorer], objective: s
             "trial_threshold": float(best.user_attrs["threshold"])}
 
 
-class TrialLogger:
-    """Optuna callback logging each finished trial as an MLflow run nested under the active
-    run (what optuna-integration's deprecated MLflowCallback did): params, the objective
-    value as a metric, the trial's user attributes and state as tags."""
+def trials_table(study: Any) -> dict[str, list]:
+    """The study's finished trials as columns (trial, metric, threshold, objective value): the
+    threshold search as one table instead of one MLflow run per trial."""
+    import optuna
 
-    def __init__(self, metric_name: str, experiment_id: str, tags: dict[str, str]) -> None:
-        self.metric_name, self.experiment_id, self.tags = metric_name, experiment_id, tags
-
-    def __call__(self, study: Any, trial: Any) -> None:
-        import mlflow
-
-        tags = {**self.tags, "optuna.study": study.study_name, "optuna.trial": str(trial.number),
-                "optuna.state": trial.state.name,
-                **{f"optuna.{k}": str(v) for k, v in trial.user_attrs.items()}}
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
-                              experiment_id=self.experiment_id, tags=tags):
-            mlflow.log_params(trial.params)
-            if trial.value is not None:
-                mlflow.log_metric(self.metric_name, trial.value)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    objective = (study.metric_names or ["value"])[0]
+    return {"trial": [t.number for t in done],
+            "metric": [t.user_attrs.get("metric", "") for t in done],
+            "threshold": [float(t.user_attrs.get("threshold", float("nan"))) for t in done],
+            objective: [float(t.value) for t in done]}
 
 
 def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
-                   work_id: np.ndarray, callbacks: list | None = None) -> dict[str, Any]:
-    """Embed the validation split, run the study (each finished trial goes to `callbacks`),
-    pick the query expansion; return the threshold.json content."""
+                   work_id: np.ndarray) -> tuple[dict[str, Any], dict[str, list]]:
+    """Embed the validation split, run the study, pick the query expansion; return the
+    threshold.json content and the study's trials table."""
     cfg, seed = params["tune"], int(params["seed"])
     emb = embedder.embed(features, batch_size=int(cfg["batch_size"]))
     i, j, labels = sample_pairs(work_id, int(cfg["n_negatives"]), seed)
@@ -134,14 +133,18 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
         raise CoveridError("the validation split needs two versions of one work and two "
                            "different works to tune a threshold")
     scorers = pair_scorers(emb, i, j, labels, candidate_metrics(embedder.metric), embedder.head)
-    name = study_name(cfg, seed, embedder.fingerprint)
-    study = optimise(scorers, cfg["objective"], int(cfg["n_trials"]), seed, name, cfg["storage"],
-                     callbacks=callbacks)
-    study.set_user_attr("model", embedder.fingerprint)
-    study.set_user_attr("params_hash", embedder.config.get("params_hash"))
+    name = study_name(cfg, seed, embedder.fingerprint, embedder.config)
+    study = optimise(scorers, cfg["objective"], int(cfg["n_trials"]), seed, name, cfg["storage"])
+    best = best_threshold(study, scorers, cfg["objective"])
+    for key, value in {"model": embedder.fingerprint, "arch": embedder.config.get("arch"),
+                       "loss": embedder.config.get("loss"),
+                       "params_hash": embedder.config.get("params_hash"),
+                       f"best_{cfg['objective']}": best["objective_value"],
+                       "best_metric": best["metric"], "best_threshold": best["threshold"]}.items():
+        study.set_user_attr(key, value)
     expansion = select_expansion(emb, work_id, embedder.metric, embedder.head, cfg["expansion"],
                                  int(params["evaluate"]["chunk_size"]))
-    result = {**best_threshold(study, scorers, cfg["objective"]), "model": embedder.fingerprint,
+    result = {**best, "model": embedder.fingerprint,
               "study_name": name,
               "storage": cfg["storage"], "n_trials": len(study.trials),
               "n_pairs": int(len(labels)), "n_positive": int(labels.sum()),
@@ -150,7 +153,7 @@ def tune_threshold(params: dict[str, Any], embedder: Any, features: np.ndarray,
              "(%.4f without)", result["threshold"], result["metric"], cfg["objective"],
              result["objective_value"], expansion["k"], expansion["alpha"],
              expansion["val_map"], expansion["val_map_plain"])
-    return result
+    return result, trials_table(study)
 
 
 def tune_metrics(result: dict[str, Any], objective: str) -> dict[str, float]:

@@ -411,9 +411,10 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dic
     }
 
 
-def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | None) -> None:
+def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | None,
+                best_epoch: int = 0, heading: str = "") -> None:
     """reports/plots/train_curve.csv (epoch, loss, val_map; val_map empty when not validated)
-    and an optional PNG of both curves."""
+    and an optional PNG of both curves, with the epoch whose weights were kept marked."""
     lines = ["epoch,loss,val_map"]
     for row in history:
         vm = row.get("val_map")
@@ -431,12 +432,17 @@ def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | 
     ax.plot([r["epoch"] for r in history], [r["loss"] for r in history], "C0-", label="loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss", color="C0")
+    ax.set_title(heading)
     ax2 = ax.twinx()
     val = [(r["epoch"], r["val_map"]) for r in history
            if r.get("val_map") is not None and not math.isnan(r["val_map"])]
     if val:
         ax2.plot(*zip(*val), "C1o-", label="val MAP")
     ax2.set_ylabel("val MAP", color="C1")
+    if best_epoch:
+        ax.axvline(best_epoch, color="k", linestyle="--", linewidth=1)
+        ax.annotate(f"kept: epoch {best_epoch}", (best_epoch, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=8)
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
