@@ -117,7 +117,7 @@ def version_of_run(params: dict[str, Any], run_id: str | None) -> str | None:
     if not name or not run_id:
         return None
     found = _client(params).search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    return max((v.version for v in found), key=int, default=None)
+    return max((str(v.version) for v in found), key=int, default=None)
 
 
 def champion(params: dict[str, Any]) -> Any | None:
@@ -157,7 +157,7 @@ def maybe_promote(params: dict[str, Any], version: str, tags: dict[str, str]) ->
         return False
     current = champion(params)
     ok, why = should_promote(tags, None if current is None else current.tags)
-    if current is not None and current.version == str(version):
+    if current is not None and str(current.version) == str(version):
         ok, why = False, "it is the champion already"
     log.info("version %s %s %s: %s", version, "becomes" if ok else "does not become",
              cfg["champion_alias"], why)
@@ -191,9 +191,13 @@ def default_model(params_file: str | Path = "params.yaml") -> str:
 
 def list_versions(params: dict[str, Any]) -> list[dict[str, str]]:
     """Every registered version, newest first, with its tags and aliases (for `coverid models`)."""
-    name = registered_name(params)
+    name, client = registered_name(params), _client(params)
+    found = client.search_model_versions(f"name='{name}'")
+    # search results carry no aliases; the registered model has them all
+    aliases = client.get_registered_model(name).aliases if found else {}
     rows = []
-    for v in _client(params).search_model_versions(f"name='{name}'"):
-        rows.append({"version": v.version, "aliases": ",".join(v.aliases),
+    for v in found:
+        held = sorted(a for a, version in aliases.items() if str(version) == str(v.version))
+        rows.append({"version": str(v.version), "aliases": ",".join(held),
                      **{k.removeprefix(TAG): val for k, val in v.tags.items() if k.startswith(TAG)}})
     return sorted(rows, key=lambda r: -int(r["version"]))
