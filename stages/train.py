@@ -47,12 +47,11 @@ def main() -> None:
         metrics, timings = train_report(result, len(train_fs), len(val_fs))
         write_json(paths.REPORTS / "train.json", metrics)
         record_timings(timings)
-        curve = paths.PLOTS / "train_curve.csv"
-        write_curve(result.state.history, curve, curve.with_suffix(".png"), result.state.best_epoch,
-                    f"{config['arch']}/{config['loss']}: loss on train, MAP on the val split")
+        curves = write_curve(result.state.history, paths.PLOTS, result.state.best_epoch,
+                             f"{config['arch']}/{config['loss']}: loss on train, MAP on the val split")
         log_numbers({**metrics, **timings})
-        mlflow.log_artifact(str(curve), "plots")
-        mlflow.log_artifact(str(curve.with_suffix(".png")), "plots")
+        for path in curves:
+            mlflow.log_artifact(str(path), "plots")
         info = log_mlflow_model(paths.MODEL_DIR, params["mlflow"]["registered_model"])
         if info.registered_model_version:
             tag_version(params, str(info.registered_model_version),

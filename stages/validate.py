@@ -1,6 +1,8 @@
 """DVC stage `validate`: Great Expectations checks of the processed features and the split;
-writes reports/validation.json and the HTML Data Docs in reports/data_docs, and fails the
-pipeline (exit 1, one line per failed expectation) when any expectation fails."""
+writes reports/validation.json (counts, a DVC metrics file), every expectation's outcome in
+reports/validation_expectations.json, the HTML Data Docs in reports/data_docs with an offline
+summary page (summary.html), and fails the pipeline (exit 1, one line per failed expectation)
+when any expectation fails."""
 
 from __future__ import annotations
 
@@ -8,11 +10,11 @@ import logging
 
 from coverid.core import paths
 from coverid.core.config import load_params
-from coverid.core.io import write_json
+from coverid.core.io import write_json, write_text
 from coverid.core.stage import stage_main
 from coverid.data.splits import read_splits
 from coverid.data.store import read_features
-from coverid.data.validation import validate_features
+from coverid.data.validation import summary_html, validate_features
 
 DOCS_DIR = paths.REPORTS / "data_docs"
 
@@ -23,8 +25,12 @@ def main() -> None:
     fs = read_features(paths.processed_file(params))
     splits = read_splits(paths.splits_file(params))
     report = validate_features(fs, splits, params["validate"], params["preprocess"], DOCS_DIR)
-    write_json(paths.REPORTS / "validation.json", report.to_dict())
-    logging.getLogger("validate").info("Data Docs: %s", report.docs_index)
+    write_json(paths.REPORTS / "validation.json", report.metrics())
+    write_json(paths.REPORTS / "validation_expectations.json", report.details())
+    summary = DOCS_DIR / "summary.html"
+    write_text(summary, summary_html(report, "coverid data validation"))
+    logging.getLogger("validate").info("Data Docs: %s (offline summary: %s)", report.docs_index,
+                                       summary)
     report.raise_if_failed()
 
 

@@ -113,11 +113,19 @@ def test_covers_map(meta_file, tmp_path):
     assert not list(out.parent.glob(".*.tmp"))
 
 
-def test_chromagram_png(meta_file, features_file, tmp_path):
+def test_chromagram_png_names_the_notes(meta_file, features_file, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    real = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (saved.append(fig), real(fig, *a, **k))[1])
     out = tmp_path / "fig.png"
     assert main(["dataset", "chromagram", "P_21", "--out", str(out), "--features", str(features_file),
                  "--metadata", str(meta_file)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    labels = [t.get_text() for t in saved[0].axes[0].get_yticklabels()]
+    assert labels == ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]  # crema
 
 
 def test_chromagram_unknown_performance(features_file, tmp_path, capsys):

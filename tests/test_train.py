@@ -203,10 +203,14 @@ def test_write_curve_marks_the_kept_epoch(tmp_path, monkeypatch):
                         lambda fig, *a, **k: (saved.append(fig), real(fig, *a, **k))[1])
     hist = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "val_map": 0.75},
             {"epoch": 3, "loss": 0.2, "val_map": 0.7}]
-    write_curve(hist, tmp_path / "c.csv", tmp_path / "c.png", 2, "bag/triplet: loss on train")
-    assert (tmp_path / "c.csv").read_text().splitlines() == [
-        "epoch,loss,val_map", "1,0.500000,", "2,0.250000,0.750000", "3,0.200000,0.700000"]
-    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    paths = write_curve(hist, tmp_path, 2, "bag/triplet: loss on train")
+    assert [p.name for p in paths] == ["train_curve.csv", "val_map.csv", "train_curve.png"]
+    assert (tmp_path / "train_curve.csv").read_text().splitlines() == [
+        "epoch,loss", "1,0.500000", "2,0.250000", "3,0.200000"]
+    # only the validated epochs: DVC plots would draw a missing val_map as 0
+    assert (tmp_path / "val_map.csv").read_text().splitlines() == [
+        "epoch,val_map", "2,0.750000", "3,0.700000"]
+    assert (tmp_path / "train_curve.png").read_bytes()[:4] == b"\x89PNG"
     ax = saved[0].axes[0]
     assert ax.get_title() == "bag/triplet: loss on train"
     marks = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
@@ -243,7 +247,8 @@ def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
     assert "seconds" not in json.dumps(metrics)  # timings apart from the DVC metrics
     timings = json.loads(paths.timings_file("train").read_text())
     assert timings["train_seconds"] > 0 and timings["wall_seconds"] > 0
-    assert (tmp_path / "reports/plots/train_curve.csv").read_text().startswith("epoch,loss,val_map")
+    assert (tmp_path / "reports/plots/train_curve.csv").read_text().startswith("epoch,loss\n")
+    assert (tmp_path / "reports/plots/val_map.csv").read_text().startswith("epoch,val_map\n")
     local = load_embedder(paths.MODEL_DIR)
     assert "train_run_id" not in local.config
     [run] = mlflow.search_runs(filter_string="tags.`coverid.stage` = 'train'", output_format="list")

@@ -54,3 +54,14 @@ def test_is_tiled_names_the_row_counts():
     assert not is_tiled(12)
     with pytest.raises(CoveridError, match="12 or 23 pitch rows, got 7"):
         is_tiled(7)
+
+
+def test_pitch_names_follow_each_features_first_bin():
+    from coverid.features.transform import pitch_names
+
+    # essentia's HPCP: bin 0 is the reference frequency, A = 440 Hz (so C is bin 3)
+    assert pitch_names("synth", "hpcp")[:4] == ["A", "A#", "B", "C"]
+    assert pitch_names("audio", "chroma_cens")[0] == "A"  # derived from our HPCP
+    assert pitch_names("datacos", "hpcp")[0] == "A"
+    assert pitch_names("datacos", "crema") == pitch_names("datacos", "chroma_cens")
+    assert pitch_names("datacos", "crema")[::3] == ["C", "D#", "F#", "A"]

@@ -63,9 +63,14 @@ def test_clean_set_passes_and_writes_data_docs(tmp_path):
     assert report.success, report.failures_summary()
     assert report.failures_summary() == ""
     assert report.n_performances == 14 and report.n_works == 6
-    summary = report.to_dict()
+    summary = report.metrics()
     assert summary["n_failed"] == 0 and summary["n_expectations"] == len(report.results) >= 10
-    json.dumps(summary)
+    assert summary["n_passed"] == summary["n_expectations"]
+    # numbers only: `dvc metrics show` stays one short line
+    assert all(type(v) is int for v in summary.values()), summary
+    details = report.details()
+    assert details["performances.finite"]["description"] == "every feature value finite (no NaN or inf)"
+    json.dumps(details)
     assert report.docs_index == docs / "index.html"
     index = report.docs_index.read_text()
     assert "performances" in index and "works" in index
@@ -158,8 +163,10 @@ def test_stage_writes_reports_and_exits_nonzero_on_failure(tmp_path, monkeypatch
     write_splits("data/processed/splits.json", SPLITS)
 
     stage_main(stage.main)
-    assert json.loads(Path("reports/validation.json").read_text())["success"] is True
+    assert json.loads(Path("reports/validation.json").read_text())["n_failed"] == 0
     assert Path("reports/data_docs/index.html").exists()
+    page = Path("reports/data_docs/summary.html").read_text()
+    assert "expectations passed (all passed)" in page and "http" not in page  # nothing to fetch
 
     fs.features[0, 0, 0] = np.nan
     write_features("data/processed/synth.h5", fs)
@@ -170,5 +177,9 @@ def test_stage_writes_reports_and_exits_nonzero_on_failure(tmp_path, monkeypatch
     assert "data validation failed (1 of" in err
     assert "expect_column_values_to_be_between(n_nonfinite) failed for 1 of 14 rows (e.g. P_0_0)" in err
     summary = json.loads(Path("reports/validation.json").read_text())
-    assert summary["success"] is False and summary["n_failed"] == 1
-    assert summary["expectations"]["performances.finite"]["unexpected_count"] == 1
+    assert summary["n_failed"] == 1 and summary["n_passed"] == summary["n_expectations"] - 1
+    details = json.loads(Path("reports/validation_expectations.json").read_text())
+    assert details["performances.finite"]["unexpected_count"] == 1
+    page = Path("reports/data_docs/summary.html").read_text()
+    assert '<tr class="failed"><td>performances</td><td>every feature value finite' in page
+    assert "1 FAILED" in page

@@ -18,6 +18,7 @@ from coverid.core.io import atomic_path
 from coverid.data.datacos import metadata_file
 from coverid.data.metadata import Metadata, read_metadata
 from coverid.data.store import read_features
+from coverid.features.transform import PITCH, pitch_names
 
 TEXT_FIELDS = ("work_title", "work_artist", "perf_title", "perf_artist")
 
@@ -148,7 +149,8 @@ def plot_chromagram(features_file: str | Path, perf_id: str, out: str | Path,
         label += f": {info['perf_title']} by {info['perf_artist']}"
     fig, ax = plt.subplots(figsize=(10, 3))
     im = ax.imshow(x, aspect="auto", origin="lower", interpolation="nearest", cmap="magma")
-    ax.set(title=label, ylabel="pitch class", yticks=range(12),
+    ax.set(title=label, ylabel="pitch class", yticks=range(PITCH),
+           yticklabels=pitch_names(fs.source, fs.feature),
            xlabel=f"frame (resized to {fs.spect_len}; {fs.length_frames[i] / fs.frame_rate_hz:.0f} s "
                   f"originally), feature {fs.feature}")
     fig.colorbar(im, ax=ax)

@@ -9,6 +9,7 @@ also renders Data Docs. Summaries keep GX fast on 15,000 performances: it never 
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import os
 import shutil
@@ -90,22 +91,62 @@ class ValidationReport:
                 f"expectations):\n{self.failures_summary()}"
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON summary written to reports/validation.json (a DVC metrics file)."""
+    def metrics(self) -> dict[str, int]:
+        """reports/validation.json, a DVC metrics file: numbers only, so `dvc metrics show`
+        stays one short line (the expectations' texts are in `details`)."""
+        return {"n_expectations": len(self.results), "n_passed": len(self.results) - len(self.failed),
+                "n_failed": len(self.failed), "n_performances": self.n_performances,
+                "n_works": self.n_works}
+
+    def details(self) -> dict[str, Any]:
+        """Every expectation's outcome by `<table>.<key>`: what, on which column, observed."""
         return {
-            "success": self.success,
-            "n_expectations": len(self.results),
-            "n_failed": len(self.failed),
-            "n_performances": self.n_performances,
-            "n_works": self.n_works,
-            "expectations": {
-                f"{r.table}.{r.key}": {
-                    k: _jsonable(v) for k, v in asdict(r).items()
-                    if k not in ("key", "table") and v not in (None, [])
-                }
-                for r in self.results
-            },
+            f"{r.table}.{r.key}": {
+                k: _jsonable(v) for k, v in asdict(r).items()
+                if k not in ("key", "table") and v not in (None, [])
+            }
+            for r in self.results
         }
+
+
+def summary_html(report: ValidationReport, title: str) -> str:
+    """A self-contained page of every expectation's result (no scripts, fonts or links to fetch:
+    readable offline, unlike GX's Data Docs index, which needs its CDN assets)."""
+    def cell(v: Any) -> str:
+        return f"<td>{html.escape('' if v is None else _short(v))}</td>"
+
+    rows = []
+    for r in report.results:
+        status = "passed" if r.success else "FAILED"
+        rows.append(f'<tr class="{status.lower()}">' + "".join(cell(v) for v in (
+            r.table, r.description, f"{r.name}({r.column})" if r.column else r.name, status,
+            r.unexpected_count if r.observed_value is None else r.observed_value,
+            r.element_count)) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("table", "expectation", "check", "result",
+                                             "unexpected / observed", "rows"))
+    n_ok = len(report.results) - len(report.failed)
+    verdict = "all passed" if report.success else f"{len(report.failed)} FAILED"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #bbb; padding: 4px 8px; text-align: left; }}
+tr.passed td:nth-child(4) {{ color: #176d17; font-weight: bold; }}
+tr.failed td {{ background: #fde2e2; }}
+tr.failed td:nth-child(4) {{ color: #b00000; font-weight: bold; }}
+</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p><b>{n_ok} of {len(report.results)} expectations passed ({verdict})</b> on
+{report.n_performances} performances of {report.n_works} works.</p>
+<table><tr>{head}</tr>
+{chr(10).join(rows)}
+</table>
+<p>The Great Expectations Data Docs of the same run: <a href="index.html">index.html</a>
+(styled by scripts from the internet).</p>
+</body></html>
+"""
 
 
 def performance_frame(fs: FeatureSet, splits: dict[str, str],

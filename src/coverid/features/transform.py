@@ -10,6 +10,17 @@ PITCH = 12  # chroma bins
 TILED_ROWS = 2 * PITCH - 1  # rows of a tiled input (tile_pitch)
 
 
+NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def pitch_names(source: str, feature: str) -> list[str]:
+    """The note of each of the 12 pitch rows: essentia's HPCP (ours, and Da-TACOS' hpcp) starts
+    at its reference frequency, A = 440 Hz; Da-TACOS' crema and librosa chroma_cens start at C."""
+    first = "C" if source == "datacos" and feature in ("crema", "chroma_cens") else "A"
+    start = NOTES.index(first)
+    return [NOTES[(start + i) % PITCH] for i in range(PITCH)]
+
+
 def is_tiled(n_rows: int) -> bool:
     """Whether model inputs of `n_rows` pitch rows are tiled (23) or plain chroma (12);
     any other count is a one-line error."""

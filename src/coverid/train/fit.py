@@ -411,18 +411,16 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dic
     }
 
 
-def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | None,
-                best_epoch: int = 0, heading: str = "") -> None:
-    """reports/plots/train_curve.csv (epoch, loss, val_map; val_map empty when not validated)
-    and an optional PNG of both curves, with the epoch whose weights were kept marked."""
-    lines = ["epoch,loss,val_map"]
-    for row in history:
-        vm = row.get("val_map")
-        vm_s = "" if vm is None or (isinstance(vm, float) and math.isnan(vm)) else f"{vm:.6f}"
-        lines.append(f"{row['epoch']},{row['loss']:.6f},{vm_s}")
-    write_text(csv_path, "\n".join(lines) + "\n")
-    if png_path is None:
-        return
+def write_curve(history: list[dict[str, Any]], plot_dir: Path, best_epoch: int,
+                heading: str) -> list[Path]:
+    """plot_dir/train_curve.csv (epoch, loss), val_map.csv (epoch, val_map of the validated
+    epochs only: DVC plots draw a missing value as 0) and train_curve.png of both, with the
+    epoch whose weights were kept marked; returns the three paths."""
+    val = [(r["epoch"], r["val_map"]) for r in history
+           if r.get("val_map") is not None and not math.isnan(r["val_map"])]
+    out = [plot_dir / "train_curve.csv", plot_dir / "val_map.csv", plot_dir / "train_curve.png"]
+    write_text(out[0], "epoch,loss\n" + "".join(f"{r['epoch']},{r['loss']:.6f}\n" for r in history))
+    write_text(out[1], "epoch,val_map\n" + "".join(f"{e},{v:.6f}\n" for e, v in val))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -434,8 +432,6 @@ def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | 
     ax.set_ylabel("train loss", color="C0")
     ax.set_title(heading)
     ax2 = ax.twinx()
-    val = [(r["epoch"], r["val_map"]) for r in history
-           if r.get("val_map") is not None and not math.isnan(r["val_map"])]
     if val:
         ax2.plot(*zip(*val), "C1o-", label="val MAP")
     ax2.set_ylabel("val MAP", color="C1")
@@ -444,9 +440,10 @@ def write_curve(history: list[dict[str, Any]], csv_path: Path, png_path: Path | 
         ax.annotate(f"kept: epoch {best_epoch}", (best_epoch, 1.0), xycoords=("data", "axes fraction"),
                     xytext=(3, -12), textcoords="offset points", fontsize=8)
     fig.tight_layout()
-    with atomic_path(png_path) as tmp:
+    with atomic_path(out[2]) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return out
 
 
 def resume_run_id(train: dict[str, Any], checkpoint_dir: Path) -> str | None:
