@@ -62,7 +62,8 @@ def test_runs_are_named_and_the_experiment_is_described(params):
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert exp.tags["mlflow.note.content"] == EXPERIMENT_TAGS["mlflow.note.content"]
     assert setup(params) == exp.experiment_id  # set up again: the same experiment, tags kept
-    assert ui_url(params, 5000) == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+    assert ui_url(params, 5000) == (f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+                                    "?workflowType=machine_learning")
 
 
 def test_run_name_without_a_dvc_experiment(params, monkeypatch):

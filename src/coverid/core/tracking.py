@@ -63,9 +63,10 @@ def run_name(stage: str, params: dict[str, Any], what: str | None = None) -> str
 
 
 def ui_url(params: dict[str, Any], port: int, host: str = "127.0.0.1") -> str:
-    """The MLflow UI address of the project experiment's runs table (the experiment is
-    created when missing)."""
-    return f"http://{host}:{port}/#/experiments/{setup(params)}/runs"
+    """The MLflow UI address of the project experiment's runs table, in the UI's "Model
+    training" view (its sidebar has Models and the registry; without the query it opens in
+    the GenAI view); the experiment is created when missing."""
+    return f"http://{host}:{port}/#/experiments/{setup(params)}/runs?workflowType=machine_learning"
 
 
 def setup(params: dict[str, Any]) -> str:
