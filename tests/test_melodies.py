@@ -14,7 +14,7 @@ import yaml
 
 from coverid.core.errors import CoveridError
 from coverid.core.skips import SkipLog
-from coverid.data import melodies, tune_index
+from coverid.data import arrange, melodies, tune_index
 from coverid.features.extract import compute_hpcp
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -159,10 +159,10 @@ def test_bad_config_is_one_line_error(cfg, tmp_path):
 # ------------------------------------------------------------------ key and tempo, heard
 
 @pytest.fixture(scope="module")
-def reel(corpus_dir: Path, cfg: dict) -> tuple[melodies.Melody, melodies.Version]:
+def reel(corpus_dir: Path, cfg: dict) -> tuple[arrange.Melody, arrange.Version]:
     """The fixture reel parsed, and a plain version of it (no noise, edit or offset)."""
-    melody = melodies.parse_melody(_tunes(corpus_dir)[0])
-    v = melodies.make_version(np.random.default_rng(0), [melody], 0, 120.0, cfg)
+    melody = arrange.parse_melody(_tunes(corpus_dir)[0])
+    v = arrange.make_version(np.random.default_rng(0), [melody], 0, 120.0, cfg)
     return melody, dataclasses.replace(v, key_shift=0, tempo_bpm=120.0, snr_db=None, offset_s=0.0,
                                        phrase_edit=None, accompaniment="block",
                                        bar_order=tuple(range(len(melody.bars) - 1)))
@@ -172,7 +172,7 @@ def test_a_transposed_version_has_the_rolled_chroma(reel):
     pcfg = yaml.safe_load(PARAMS.read_text())["preprocess"]["audio"]
     melody, v = reel
     sr = pcfg["sample_rate"]
-    chroma = {k: compute_hpcp(melodies.render_version(melody, dataclasses.replace(v, key_shift=k),
+    chroma = {k: compute_hpcp(arrange.render_version(melody, dataclasses.replace(v, key_shift=k),
                                                       sr, 4.0, -1.0).astype(np.float32), sr, pcfg).mean(0)
               for k in (0, 3)}
     cos = [np.dot(np.roll(chroma[0], r), chroma[3])
@@ -184,12 +184,12 @@ def test_tempo_ratio_is_the_duration_ratio_of_the_chroma(reel):
     pcfg = yaml.safe_load(PARAMS.read_text())["preprocess"]["audio"]
     melody, v = reel
     sr, slow, fast = pcfg["sample_rate"], 100.0, 150.0
-    notes, length = melodies.pass_notes(melody, dataclasses.replace(v, tempo_bpm=slow))
+    notes, length = arrange.pass_notes(melody, dataclasses.replace(v, tempo_bpm=slow))
     assert length == pytest.approx((melody.bars[-1] - melody.bars[0]) * 60 / slow)
     hpcp = {}
     for tempo, seconds in ((slow, 6.0), (fast, 4.0)):
         version = dataclasses.replace(v, tempo_bpm=tempo, accompaniment=None)
-        audio = melodies.render_version(melody, version, sr, seconds, -1.0)
+        audio = arrange.render_version(melody, version, sr, seconds, -1.0)
         hpcp[tempo] = compute_hpcp(audio.astype(np.float32), sr, pcfg)
     a, b = hpcp[slow], hpcp[fast]
     ratios = np.round(np.arange(1.2, 1.81, 0.02), 2)
