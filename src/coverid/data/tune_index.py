@@ -14,7 +14,7 @@ families are the connected groups of that relation (union-find):
 Tunes with an identical whole contour are one tune printed twice (O'Neill's has overlapping
 transcriptions): only the first is kept. With params.yaml's settings, music21 10.5.1's Essen,
 Ryan's, O'Neill's and Aird's collections hold 12,762 tunes, 427 repeats, and 1,155 families of
-2 to 80 variants (3,640 tunes; 168 families span two collections, e.g. Ryan's "Obelisk" and
+2 to 74 variants (3,640 tunes; 168 families span two collections, e.g. Ryan's "Obelisk" and
 O'Neill's "The Wily Old Bachelor"); benchmarks/bench_melodies.py counts them again.
 """
 
