@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt tinysoundfont==0.3.7  # pyproject.toml says why
 	@if [ "$(GPU)" = gpu ]; then \
 		echo "NVIDIA GPU found: installing tensorflow[and-cuda]"; \
 		$(BIN)/python -m pip install -q -c constraints.txt 'tensorflow[and-cuda]==2.21.0'; \

@@ -122,7 +122,7 @@ def test_wrong_type_names_key_and_types(tmp_path, dotted, value, message):
 
 @pytest.mark.parametrize("dotted, value, message", [
     ("train.loss", "tripplet", "train.loss must be one of contrastive, bce, triplet; got 'tripplet'"),
-    ("data.source", "cd-rom", "data.source must be one of synth, datacos, audio; got 'cd-rom'"),
+    ("data.source", "cd-rom", "data.source must be one of synth, melodies, datacos, audio; got 'cd-rom'"),
     ("model.move.pitch_pool", "middle", "model.move.pitch_pool must be one of early, late, gram, key; "
                                         "got 'middle'"),
     ("baseline.methods", ["qmax", "knn"], "baseline.methods[1] must be one of qmax, dtw; got 'knn'"),

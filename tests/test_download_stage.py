@@ -80,6 +80,6 @@ def test_synth_source_generates_corpus(tmp_path, monkeypatch):
 
 def test_unknown_source(tmp_path, monkeypatch):
     _project(tmp_path, monkeypatch, source="cd-rom")
-    with pytest.raises(CoveridError, match="params.yaml: data.source must be one of synth, datacos, audio; "
+    with pytest.raises(CoveridError, match="params.yaml: data.source must be one of synth, melodies, datacos, audio; "
                                            "got 'cd-rom'"):
         _stage().main()

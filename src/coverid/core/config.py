@@ -30,7 +30,7 @@ PARAMS_FILE = Path("params.yaml")
 S = TypeVar("S", bound="Section")
 
 # Choices (the values the library accepts).
-Source = Literal["synth", "datacos", "audio"]
+Source = Literal["synth", "melodies", "datacos", "audio"]
 Subset = Literal["benchmark", "coveranalysis"]
 Feature = Literal["hpcp", "chroma_cens", "crema"]  # crema: Da-TACOS only
 Arch = Literal["seed", "move", "bag"]
@@ -142,6 +142,33 @@ class Synth(Section):
 
 
 @dataclass
+class Melodies(Section):
+    """Folk tunes from music21's ABC collections rendered with a General MIDI soundfont."""
+    collections: list[str]
+    corpus_dir: str | None
+    n_works: int
+    versions_per_work: int
+    n_noise: int
+    duration_s: float
+    sample_rate: int
+    tempo_bpm: tuple[float, float]
+    tempo_range: float
+    snr_db: tuple[float, float] | None
+    p_phrase_edit: float
+    phrase_bars: int
+    max_offset_s: float
+    p_chord_substitution: float
+    p_solo: float
+    incipit_steps: int
+    title_incipit_steps: int
+    programs: list[int]
+    accompaniment_programs: list[int]
+    bass_programs: list[int]
+    peak_dbfs: float
+    workers: int
+
+
+@dataclass
 class Datacos(Section):
     """Da-TACOS download settings."""
     subset: Subset
@@ -170,6 +197,7 @@ class Data(Section):
     processed_dir: str
     split: Split
     synth: Synth
+    melodies: Melodies
     datacos: Datacos
     audio: AudioData
 

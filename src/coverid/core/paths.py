@@ -23,7 +23,7 @@ def raw_dir(params: dict[str, Any]) -> Path:
 
 
 def dataset_name(params: dict[str, Any]) -> str:
-    """The processed file's name: the Da-TACOS subset, else the source (synth, audio)."""
+    """The processed file's name: the Da-TACOS subset, else the source (synth, melodies, audio)."""
     data = params["data"]
     return data["datacos"]["subset"] if data["source"] == "datacos" else data["source"]
 

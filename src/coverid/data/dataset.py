@@ -24,7 +24,7 @@ TEXT_FIELDS = ("work_title", "work_artist", "perf_title", "perf_artist")
 
 
 def default_metadata_path(params: dict[str, Any]) -> Path:
-    """The metadata JSON of params' data.source (synth, datacos subset, or the audio folder)."""
+    """The metadata JSON of params' data.source (synth or melodies, datacos subset, or the audio folder)."""
     data = params["data"]
     if data["source"] == "datacos":
 

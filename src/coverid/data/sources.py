@@ -1,5 +1,5 @@
-"""Where the pipeline's data come from: the one dispatch over the data sources (synth, audio,
-datacos) for the download and preprocess stages, and Da-TACOS subsets read into FeatureSets
+"""Where the pipeline's data come from: the one dispatch over the data sources (synth,
+melodies, audio, datacos) for the download and preprocess stages, and Da-TACOS subsets read into FeatureSets
 or preprocessed to HDF5 files."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from coverid.data.datacos import (
     source_dir,
 )
 from coverid.data.dataset import audio_manifest
+from coverid.data.melodies import generate_melody_corpus
 from coverid.data.store import FeatureSet, write_features
 from coverid.data.synth import generate_corpus
 from coverid.features.collection import build_feature_set, extract_audio_dir
@@ -31,12 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def fetch_source(params: dict[str, Any]) -> None:
-    """Fill data/raw/<source>: generate the corpus, download (or unpack) Da-TACOS, or snapshot
+    """Fill data/raw/<source>: generate the corpus (synth or melodies), download (or unpack) Da-TACOS, or snapshot
     the file list of the user's audio folder."""
     data, out = params["data"], paths.raw_dir(params)
     source = data["source"]
     if source == "synth":
         generate_corpus(out, data["synth"], params["seed"])
+    elif source == "melodies":
+        generate_melody_corpus(out, data["melodies"], params["seed"])
     elif source == "datacos":
         cfg = data["datacos"]
         download(out, cfg["subset"], [METADATA, *cfg["features"]], cfg["base_url"], cfg["checksums"],
@@ -51,15 +54,15 @@ def fetch_source(params: dict[str, Any]) -> None:
 
 def unknown_source(source: str) -> CoveridError:
     """The one-line error for a data.source no stage knows."""
-    return CoveridError(f"params data.source: unknown source {source!r} (synth | datacos | audio)")
+    return CoveridError(f"params data.source: unknown source {source!r} (synth | melodies | datacos | audio)")
 
 
 def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
-    """The pipeline's FeatureSet for params' data.source (synth, audio or datacos)."""
+    """The pipeline's FeatureSet for params' data.source (synth, melodies, audio or datacos)."""
     data, pcfg = params["data"], params["preprocess"]
     source = data["source"]
-    if source in ("synth", "audio"):
-        audio_dir = paths.raw_dir(params) if source == "synth" else Path(data["audio"]["dir"])
+    if source in ("synth", "melodies", "audio"):
+        audio_dir = Path(data["audio"]["dir"]) if source == "audio" else paths.raw_dir(params)
         extensions = data["audio"]["extensions"]
         return extract_audio_dir(audio_dir, pcfg, source, skips, extensions=extensions)
     if source == "datacos":

@@ -14,7 +14,7 @@ from coverid import __version__
 from coverid.core.errors import BadInputError
 from coverid.core.io import atomic_path
 
-SOURCES = ("datacos", "audio", "synth")
+SOURCES = ("datacos", "audio", "synth", "melodies")
 _STR = h5py.string_dtype(encoding="utf-8")
 
 
