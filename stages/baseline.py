@@ -1,6 +1,7 @@
 """DVC stage `baseline`: classical cover song baselines (Qmax, key-shifted DTW) on the test
-split, scored with the model's retrieval metrics; writes reports/baseline.json (quality) and
-their seconds per query to reports/timings/baseline.json."""
+split, and on the extra corpus' hold-out (data.extra) when there is one, scored with the
+model's retrieval metrics; writes reports/baseline.json and reports/baseline_holdout.json
+(quality; {} without a hold-out) and their seconds per query to reports/timings/baseline.json."""
 
 from __future__ import annotations
 
@@ -9,22 +10,28 @@ from coverid.core.config import load_params
 from coverid.core.io import write_json
 from coverid.core.stage import record_timings, stage_main
 from coverid.core.tracking import log_numbers, stage_run
-from coverid.data.splits import load_split
+from coverid.data.splits import HOLDOUT, has_holdout, load_split
 from coverid.eval.baselines import run_baselines
 
 
 def main() -> None:
-    """Run every method of params.baseline.methods and record their metrics."""
+    """Run every method of params.baseline.methods on each evaluated split; record them."""
     params = load_params()
-    test = load_split(params, "test")
-    result, seconds = run_baselines(test.features, test.work_id, params["baseline"],
-                                    int(params["seed"]))
-    write_json(paths.REPORTS / "baseline.json", result)
-    timings = {f"{method}_seconds_per_query": s for method, s in seconds.items()}
+    results, timings = {}, {}
+    for split in ("test", HOLDOUT) if has_holdout(params) else ("test",):
+        songs = load_split(params, split)
+        results[split], seconds = run_baselines(songs.features, songs.work_id, params["baseline"],
+                                                int(params["seed"]))
+        prefix = "" if split == "test" else f"{split}_"
+        timings.update({f"{prefix}{method}_seconds_per_query": s for method, s in seconds.items()})
+    write_json(paths.REPORTS / "baseline.json", results["test"])
+    write_json(paths.REPORTS / "baseline_holdout.json", results.get(HOLDOUT, {}))
     record_timings(timings)
     with stage_run("baseline", params, what="/".join(params["baseline"]["methods"])):
-        log_numbers({f"{method}_{key}": value
-                     for method, scores in result.items() for key, value in scores.items()})
+        for split, result in results.items():
+            prefix = "" if split == "test" else f"{split}_"
+            log_numbers({f"{prefix}{method}_{key}": value
+                         for method, scores in result.items() for key, value in scores.items()})
         log_numbers(timings)
 
 

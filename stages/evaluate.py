@@ -1,6 +1,8 @@
-"""DVC stage `evaluate`: the trained encoder on the test split at the tuned threshold;
-writes reports/metrics.json, reports/eval/embeddings.npz, reports/plots/eval/* and the
-model-vs-baselines table reports/compare.json + reports/compare.md (with seconds per query).
+"""DVC stage `evaluate`: the trained encoder on the test split at the tuned threshold, and on
+the extra corpus' hold-out (data.extra) when there is one; writes reports/metrics.json,
+reports/metrics_holdout.json, reports/eval/embeddings.npz, reports/plots/eval/* and the
+model-vs-baselines tables reports/compare.json, compare_holdout.json and compare.md (with
+seconds per query).
 Its MLflow run is nested under the model's training run, which also gets the test metrics
 and plots; the registered version gets its test MAP and may become the champion."""
 
@@ -12,8 +14,10 @@ from coverid.core import paths
 from coverid.core.config import load_params
 from coverid.core.stage import record_timings, stage_main
 from coverid.core.tracking import find_train_run, log_numbers, stage_run
-from coverid.data.splits import load_split
+from coverid.data.splits import HOLDOUT, has_holdout, load_split
 from coverid.eval.evaluate import (
+    HOLDOUT_KEYS,
+    baseline_seconds,
     evaluate,
     log_to_training_run,
     read_report,
@@ -33,13 +37,22 @@ def main() -> None:
     test = load_split(params, "test")
     embedder = load_embedder(paths.MODEL_DIR)
     threshold = read_report(paths.REPORTS / "threshold.json")
-    baseline = read_report(paths.REPORTS / "baseline.json", required=False)
     timings = read_report(paths.timings_file("baseline"), required=False) or {}
-    seconds = {k.removesuffix("_seconds_per_query"): v for k, v in timings.items()
-               if k.endswith("_seconds_per_query")}
-    report = evaluate(params, embedder, test, threshold, baseline, seconds)
-    write_report(report, test, paths.REPORTS, embedder.config)
+    report = evaluate(params, embedder, test, threshold,
+                      read_report(paths.REPORTS / "baseline.json", required=False),
+                      baseline_seconds(timings, ""))
+    holdout, names = None, (f"Test split ({params['data']['source']})", "")
+    if has_holdout(params):
+        songs = load_split(params, HOLDOUT)
+        holdout = evaluate(params, embedder, songs, threshold,
+                           read_report(paths.REPORTS / "baseline_holdout.json", required=False),
+                           baseline_seconds(timings, f"{HOLDOUT}_"))
+        extra = params["data"]["extra"]["source"]
+        names = (names[0], f"Hold-out ({extra}: test works of data.extra, never seen in training)")
+    write_report(report, test, paths.REPORTS, embedder.config, holdout, names)
     metrics = report.evaluation.metrics
+    if holdout is not None:
+        metrics = {**metrics, **{f"{HOLDOUT}_{k}": holdout.evaluation.metrics[k] for k in HOLDOUT_KEYS}}
     record_timings({"seconds_per_query": report.evaluation.seconds_per_query})
     train_run_id = find_train_run(params, embedder.fingerprint)
     with stage_run("evaluate", params, parent_run_id=train_run_id):

@@ -10,8 +10,7 @@ from coverid.core.config import load_params
 from coverid.core.io import write_json
 from coverid.core.stage import record_timings, stage_main
 from coverid.core.tracking import log_numbers, stage_run
-from coverid.data.splits import read_splits
-from coverid.data.store import read_features
+from coverid.data.splits import load_dataset
 from coverid.model.registry import tag_version, train_tags
 
 
@@ -30,8 +29,8 @@ def main() -> None:
         write_curve,
     )
 
-    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
-    train_fs, val_fs = split_sets(fs, read_splits(paths.splits_file(params)))
+    fs, splits = load_dataset(params)  # the extra corpus' train and val works too
+    train_fs, val_fs = split_sets(fs, splits)
     run_id = resume_run_id(params["train"], paths.CHECKPOINTS)
     with stage_run("train", params, run_id=run_id) as run:
         setup = setup_devices(params["train"])

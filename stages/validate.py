@@ -12,8 +12,7 @@ from coverid.core import paths
 from coverid.core.config import load_params
 from coverid.core.io import write_json, write_text
 from coverid.core.stage import stage_main
-from coverid.data.splits import read_splits
-from coverid.data.store import read_features
+from coverid.data.splits import load_dataset
 from coverid.data.validation import summary_html, validate_features
 
 DOCS_DIR = paths.REPORTS / "data_docs"
@@ -22,8 +21,7 @@ DOCS_DIR = paths.REPORTS / "data_docs"
 def main() -> None:
     """Validate the feature store and splits named by params; write the reports."""
     params = load_params()
-    fs = read_features(paths.processed_file(params))
-    splits = read_splits(paths.splits_file(params))
+    fs, splits = load_dataset(params)
     report = validate_features(fs, splits, params["validate"], params["preprocess"], DOCS_DIR)
     write_json(paths.REPORTS / "validation.json", report.metrics())
     write_json(paths.REPORTS / "validation_expectations.json", report.details())

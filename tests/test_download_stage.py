@@ -25,6 +25,7 @@ def _stage():
 def _project(tmp_path, monkeypatch, **data) -> dict:
     """Write params.yaml (the repo's, with `data` keys replaced) in tmp and chdir there."""
     params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params["data"]["extra"]["source"] = None  # one corpus at a time here (test_corpora.py: both)
     params["data"].update(data)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)

@@ -148,6 +148,29 @@ def test_evaluate_and_write_report(params, tmp_path):
     before = {p: p.read_bytes() for p in r.rglob("*") if p.is_file() and p.name != "compare.md"}
     write_report(evaluate(params, embedder, fs, threshold, baseline, {"dtw": 0.5}), fs, r, MODEL)
     assert {p: p.read_bytes() for p in before} == before
+    assert json.loads((r / "metrics_holdout.json").read_text()) == {}  # no hold-out: empty
+
+
+def test_write_report_with_a_holdout(params, tmp_path):
+    fs = make_feature_set(n_works=4, versions=3, n_noise=2, spect_len=10, rows=12)
+    held = make_feature_set(n_works=3, versions=2, n_noise=0, spect_len=10, rows=12)
+    threshold = {"threshold": 0.6, "metric": "euclidean", "objective": "f1",
+                 "expansion": {"k": 0, "alpha": 0.0}}
+    report = evaluate(params, FakeEmbedder(120), fs, threshold, None)
+    holdout = evaluate(params, FakeEmbedder(120), held, threshold,
+                       {"qmax": {"map": 0.5, "map_se": 0.1, "mr1": 2.0, "p10": 0.1, "n_queries": 5}},
+                       {"qmax": 1.5})
+    write_report(report, fs, tmp_path, MODEL, holdout, ("Test split (synth)", "Hold-out (melodies)"))
+    saved = json.loads((tmp_path / "metrics_holdout.json").read_text())
+    assert saved["map"] == pytest.approx(holdout.evaluation.metrics["map"])
+    assert saved["n_queries"] == len(held) and "f1" not in saved  # retrieval only
+    assert json.loads((tmp_path / "metrics.json").read_text())["n_queries"] == 12
+    assert list(json.loads((tmp_path / "compare_holdout.json").read_text())) == [
+        "model", "model (baseline queries)", "qmax"]
+    md = (tmp_path / "compare.md").read_text()
+    assert md.startswith("## Test split (synth)\n\n| method |")
+    head, tail = md.split("## Hold-out (melodies)\n\n")
+    assert "| qmax |" not in head and "| qmax | 5 | 0.5000 | 0.100 | 2.00 | 0.1000 | 1.5 |" in tail
 
 
 def test_plots_are_titled_with_split_and_model(params, tmp_path, monkeypatch):

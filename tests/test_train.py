@@ -28,6 +28,7 @@ def tiny_params(**train) -> Params:
              "versions_per_work": 2, "val_every": 1, "patience": 5, "warmup_epochs": 1,
              "resume": False, "checkpoint_every": 1, **train}
     return repo_params({"seed": 7, "model.arch": "move", "model.embedding_dim": 8,
+                        "data.extra.source": None,
                         **{f"model.move.{k}": v for k, v in move.items()},
                         **{f"train.{k}": v for k, v in short.items()}})
 

@@ -189,6 +189,17 @@ class AudioData(Section):
     extensions: list[str]
 
 
+ExtraSource = Literal["synth", "melodies", "audio"]
+
+
+@dataclass
+class Extra(Section):
+    """A second corpus beside data.source: its train and val works join training and
+    validation, its test works are a hold-out evaluated on their own (split "holdout")."""
+    source: ExtraSource | None
+    split: Split
+
+
 @dataclass
 class Data(Section):
     """Where the songs come from and where the pipeline keeps them."""
@@ -200,6 +211,7 @@ class Data(Section):
     melodies: Melodies
     datacos: Datacos
     audio: AudioData
+    extra: Extra
 
 
 @dataclass

@@ -37,7 +37,11 @@ def _soundfont_bytes() -> bytes:
 
 def render_notes(notes: list[Note], programs: dict[int, int], sr: int, n_samples: int) -> np.ndarray:
     """Mono float64 audio of `n_samples` samples: every note on its channel's GM program."""
-    import tinysoundfont
+    try:
+        import tinysoundfont
+    except ImportError:
+        raise CoveridError("the melodies source needs tinysoundfont: pip install --no-deps "
+                           "tinysoundfont==0.3.7 (make venv does)") from None
 
     synth = tinysoundfont.Synth(samplerate=sr)
     sfid = synth.sfload(_soundfont_bytes())

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from coverid.core import paths
+from coverid.core.config import Params, with_overrides
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import read_json, write_json
-from coverid.data.store import FeatureSet, read_features
+from coverid.data.store import FeatureSet, concat, read_features
 
 SPLITS = ("train", "val", "test")
+HOLDOUT = "holdout"  # the extra corpus' test works (data.extra), evaluated on their own
 
 
 def split_works(work_ids: Iterable[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
@@ -42,7 +43,7 @@ def read_splits(path: str | Path) -> dict[str, str]:
     """Read a work -> split map and check its values."""
     path = Path(path)
     splits = read_json(path, "splits file")
-    bad = {v for v in splits.values() if v not in SPLITS}
+    bad = {v for v in splits.values() if v not in (*SPLITS, HOLDOUT)}
     if bad:
         raise BadInputError(path, f"unknown split names {sorted(bad)}")
     return splits
@@ -53,10 +54,49 @@ def split_mask(work_id: np.ndarray, splits: dict[str, str], name: str) -> np.nda
     return np.array([splits.get(w) == name for w in work_id], dtype=bool)
 
 
-def load_split(params: dict[str, Any], name: str) -> FeatureSet:
-    """The rows of the processed feature file whose work is in split `name`."""
-    fs = read_features(paths.processed_file(params))
-    mask = split_mask(fs.work_id, read_splits(paths.splits_file(params)), name)
+def extra_params(params: Params) -> Params | None:
+    """The params of the extra corpus (data.extra) as if it were data.source, with its own split
+    fractions; None when there is none."""
+    extra, source = params["data"]["extra"], params["data"]["source"]
+    if extra["source"] is None:
+        return None
+    if extra["source"] == source:
+        raise CoveridError(f"params data.extra.source: {source!r} is data.source already "
+                           "(set another source or null)")
+    return with_overrides(params, {"data.source": extra["source"], "data.split": extra["split"]})
+
+
+def extra_splits_file(params: Params) -> Path:
+    """data/processed/splits_<extra source>.json: the extra corpus' work -> split map."""
+    return Path(params["data"]["processed_dir"]) / f"splits_{params['data']['extra']['source']}.json"
+
+
+def load_dataset(params: Params) -> tuple[FeatureSet, dict[str, str]]:
+    """Every processed song and its split: data.source's, then the extra corpus' with work and
+    perf ids prefixed `<source>/` (ids of two corpora may collide) and its test works in the
+    HOLDOUT split."""
+    fs, splits = read_features(paths.processed_file(params)), read_splits(paths.splits_file(params))
+    extra = extra_params(params)
+    if extra is None:
+        return fs, splits
+    tag = f"{extra['data']['source']}/"
+    more = read_features(paths.processed_file(extra))
+    more.work_id = np.char.add(tag, more.work_id)
+    more.perf_id = np.char.add(tag, more.perf_id)
+    more_splits = {tag + w: HOLDOUT if s == "test" else s
+                   for w, s in read_splits(extra_splits_file(params)).items()}
+    return concat([fs, more]), {**splits, **more_splits}
+
+
+def load_split(params: Params, name: str) -> FeatureSet:
+    """The rows of the processed songs (load_dataset) whose work is in split `name`."""
+    fs, splits = load_dataset(params)
+    mask = split_mask(fs.work_id, splits, name)
     if not mask.any():
         raise CoveridError(f"{paths.splits_file(params)}: no performance in the {name} split")
     return fs.take(mask)
+
+
+def has_holdout(params: Params) -> bool:
+    """Whether params name an extra corpus, whose test works form the HOLDOUT split."""
+    return params["data"]["extra"]["source"] is not None

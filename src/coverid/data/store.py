@@ -74,6 +74,25 @@ class FeatureSet:
         )
 
 
+def concat(sets: list[FeatureSet]) -> FeatureSet:
+    """The rows of several sets, in order; they must share feature, frame rate and shape (the
+    result carries the first set's source and params)."""
+    first = sets[0]
+    for other in sets[1:]:
+        if (other.feature, other.frame_rate_hz, other.features.shape[1:]) != (
+                first.feature, first.frame_rate_hz, first.features.shape[1:]):
+            raise ValueError(f"cannot join {other.source} features {other.feature} "
+                             f"{other.features.shape[1:]} to {first.source} features "
+                             f"{first.feature} {first.features.shape[1:]}")
+    return FeatureSet(
+        features=np.concatenate([fs.features for fs in sets]),
+        work_id=np.concatenate([fs.work_id for fs in sets]),
+        perf_id=np.concatenate([fs.perf_id for fs in sets]),
+        length_frames=np.concatenate([fs.length_frames for fs in sets]),
+        feature=first.feature, source=first.source, frame_rate_hz=first.frame_rate_hz,
+        params=first.params, created_by=first.created_by)
+
+
 def _create_untimed(path: Path) -> h5py.File:
     """A new HDF5 file (creation order tracked) whose root group records no creation time,
     so that the same features always give the same bytes."""

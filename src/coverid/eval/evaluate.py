@@ -170,6 +170,14 @@ def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
     return queries
 
 
+def baseline_seconds(timings: dict[str, float], prefix: str) -> dict[str, float]:
+    """{method: seconds per query} from the baseline stage's timings: keys `<method>_seconds_per_query`
+    for the test split, `<prefix><method>_...` for another (prefix "holdout_")."""
+    return {k.removeprefix(prefix).removesuffix("_seconds_per_query"): v for k, v in timings.items()
+            if k.endswith("_seconds_per_query") and k.startswith(prefix)
+            and (prefix or not k.startswith("holdout_"))}
+
+
 def read_report(path: str | Path, required: bool = True) -> dict[str, Any] | None:
     """A JSON report written by an earlier stage (None when optional and missing)."""
     path = Path(path)
@@ -227,16 +235,28 @@ def evaluate(params: dict[str, Any], embedder: Any, test: FeatureSet, threshold:
     return EvalReport(ev, emb, rows, seconds)
 
 
-def write_report(report: EvalReport, test: FeatureSet, reports: Path,
-                 model: dict[str, Any]) -> None:
+HOLDOUT_KEYS = ("map", "map_se", "mr1", "p10", "n_queries", "n_candidates", "map_plain",
+                "mr1_plain", "p10_plain")  # the retrieval metrics reported for the hold-out
+
+
+def write_report(report: EvalReport, test: FeatureSet, reports: Path, model: dict[str, Any],
+                 holdout: EvalReport | None = None, names: tuple[str, str] = ("", "")) -> None:
     """metrics.json, eval/embeddings.npz, the plots (titled with `model`'s arch/loss),
-    compare.json and compare.md under `reports`."""
+    compare.json under `reports`; metrics_holdout.json and compare_holdout.json ({} without a
+    hold-out); compare.md with both tables, headed by `names` (test split, hold-out)."""
     write_plots(report.evaluation, reports / "plots" / "eval", model)
     write_embeddings(reports / "eval" / "embeddings.npz", report.embeddings, test.work_id,
                      test.perf_id)
     write_json(reports / "metrics.json", report.evaluation.metrics)
     write_json(reports / "compare.json", report.rows)
-    write_text(reports / "compare.md", compare_markdown(report.rows, report.seconds))
+    hold = {} if holdout is None else {k: holdout.evaluation.metrics[k] for k in HOLDOUT_KEYS}
+    write_json(reports / "metrics_holdout.json", hold)
+    write_json(reports / "compare_holdout.json", {} if holdout is None else holdout.rows)
+    text = compare_markdown(report.rows, report.seconds)
+    if holdout is not None:
+        text = (f"## {names[0]}\n\n{text}\n## {names[1]}\n\n"
+                f"{compare_markdown(holdout.rows, holdout.seconds)}")
+    write_text(reports / "compare.md", text)
 
 
 def log_to_training_run(train_run_id: str | None, metrics: dict[str, Any],

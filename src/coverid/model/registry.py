@@ -49,9 +49,12 @@ def train_tags(params: dict[str, Any], config: dict[str, Any], metrics: dict[str
 def test_tags(metrics: dict[str, Any], test_set: str) -> dict[str, str]:
     """The tags the evaluate stage adds: test MAP (with and without query expansion), its
     standard error, and the test split's key."""
-    return {f"{TAG}test_map": f"{metrics['map']:.4f}", f"{TAG}test_map_se": f"{metrics['map_se']:.4f}",
+    tags = {f"{TAG}test_map": f"{metrics['map']:.4f}", f"{TAG}test_map_se": f"{metrics['map_se']:.4f}",
             f"{TAG}test_map_plain": f"{metrics['map_plain']:.4f}",
             f"{TAG}test_queries": str(int(metrics["n_queries"])), f"{TAG}test_set": test_set}
+    if "holdout_map" in metrics:  # the extra corpus' hold-out (data.extra)
+        tags[f"{TAG}holdout_map"] = f"{metrics['holdout_map']:.4f}"
+    return tags
 
 
 def description(tags: dict[str, str]) -> str:
@@ -62,6 +65,8 @@ def description(tags: dict[str, str]) -> str:
     if get("test_map"):
         text += (f"; test MAP {get('test_map')} +- {get('test_map_se')} "
                  f"({get('test_queries')} queries, {get('test_map_plain')} without query expansion)")
+    if get("holdout_map"):
+        text += f"; hold-out MAP {get('holdout_map')}"
     return text + f". Commit {get('commit')[:8]}, DVC experiment {get('dvc_exp')}."
 
 
