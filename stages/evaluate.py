@@ -16,9 +16,9 @@ from coverid.core.stage import record_timings, stage_main
 from coverid.core.tracking import find_train_run, log_numbers, stage_run
 from coverid.data.splits import HOLDOUT, has_holdout, load_split
 from coverid.eval.evaluate import (
-    HOLDOUT_KEYS,
     baseline_seconds,
     evaluate,
+    holdout_metrics,
     log_to_training_run,
     read_report,
     write_report,
@@ -50,9 +50,7 @@ def main() -> None:
         extra = params["data"]["extra"]["source"]
         names = (names[0], f"Hold-out ({extra}: test works of data.extra, never seen in training)")
     write_report(report, test, paths.REPORTS, embedder.config, holdout, names)
-    metrics = report.evaluation.metrics
-    if holdout is not None:
-        metrics = {**metrics, **{f"{HOLDOUT}_{k}": holdout.evaluation.metrics[k] for k in HOLDOUT_KEYS}}
+    metrics = {**report.evaluation.metrics, **holdout_metrics(holdout)}
     record_timings({"seconds_per_query": report.evaluation.seconds_per_query})
     train_run_id = find_train_run(params, embedder.fingerprint)
     with stage_run("evaluate", params, parent_run_id=train_run_id):

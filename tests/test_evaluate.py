@@ -162,8 +162,8 @@ def test_write_report_with_a_holdout(params, tmp_path):
                        {"qmax": 1.5})
     write_report(report, fs, tmp_path, MODEL, holdout, ("Test split (synth)", "Hold-out (melodies)"))
     saved = json.loads((tmp_path / "metrics_holdout.json").read_text())
-    assert saved["map"] == pytest.approx(holdout.evaluation.metrics["map"])
-    assert saved["n_queries"] == len(held) and "f1" not in saved  # retrieval only
+    assert saved["holdout_map"] == pytest.approx(holdout.evaluation.metrics["map"])
+    assert saved["holdout_n_queries"] == len(held) and "holdout_f1" not in saved  # retrieval only
     assert json.loads((tmp_path / "metrics.json").read_text())["n_queries"] == 12
     assert list(json.loads((tmp_path / "compare_holdout.json").read_text())) == [
         "model", "model (baseline queries)", "qmax"]

@@ -178,7 +178,7 @@ def test_exp_show_recipe_in_the_docs_shows_loss_arch_and_map(repo):
     out = _run([str(BIN / "dvc"), *shlex.split(line)[1:]], repo, COLUMNS="250")
     header = next(row for row in out.stdout.splitlines() if "Experiment" in row).split()
     assert header == ["Experiment", "Created", "best_val_map", "map", "map_se", "map_plain",
-                      "model.arch", "train.loss"]
+                      "holdout_map", "model.arch", "train.loss"]
     rows = [row.split() for row in out.stdout.splitlines() if " bce " in f" {row} "]
     assert rows and all("..." not in row for row in rows)  # nothing elided
 

@@ -239,6 +239,14 @@ HOLDOUT_KEYS = ("map", "map_se", "mr1", "p10", "n_queries", "n_candidates", "map
                 "mr1_plain", "p10_plain")  # the retrieval metrics reported for the hold-out
 
 
+def holdout_metrics(holdout: EvalReport | None) -> dict[str, Any]:
+    """The hold-out's retrieval metrics as holdout_<name> (names unique across the metrics
+    files, so that `dvc exp show` keeps short columns); {} without a hold-out."""
+    if holdout is None:
+        return {}
+    return {f"holdout_{k}": holdout.evaluation.metrics[k] for k in HOLDOUT_KEYS}
+
+
 def write_report(report: EvalReport, test: FeatureSet, reports: Path, model: dict[str, Any],
                  holdout: EvalReport | None = None, names: tuple[str, str] = ("", "")) -> None:
     """metrics.json, eval/embeddings.npz, the plots (titled with `model`'s arch/loss),
@@ -249,8 +257,7 @@ def write_report(report: EvalReport, test: FeatureSet, reports: Path, model: dic
                      test.perf_id)
     write_json(reports / "metrics.json", report.evaluation.metrics)
     write_json(reports / "compare.json", report.rows)
-    hold = {} if holdout is None else {k: holdout.evaluation.metrics[k] for k in HOLDOUT_KEYS}
-    write_json(reports / "metrics_holdout.json", hold)
+    write_json(reports / "metrics_holdout.json", holdout_metrics(holdout))
     write_json(reports / "compare_holdout.json", {} if holdout is None else holdout.rows)
     text = compare_markdown(report.rows, report.seconds)
     if holdout is not None:
