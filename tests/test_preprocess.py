@@ -209,6 +209,7 @@ def test_cli_needs_a_params_file(audio_dir, tmp_path, monkeypatch, capsys):
 def test_stage_round_trip(audio_dir, tmp_path, monkeypatch):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["source"] = "audio"
+    params["data"]["extra"]["source"] = None  # one corpus (test_corpora.py: two)
     params["data"]["audio"]["dir"] = str(audio_dir)
     params["preprocess"].update({"spect_len": 40, "scheduler": "single"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from coverid.core.config import flatten, load_params, params_hash
+from coverid.core.config import flatten, load_params, params_hash, with_overrides
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import atomic_path, write_json
 from coverid.data.splits import read_splits, split_mask, split_works, write_splits
@@ -27,7 +27,7 @@ def test_split_file_round_trip_and_mask(tmp_path):
     write_splits(tmp_path / "s.json", s)
     assert read_splits(tmp_path / "s.json") == s
     np.testing.assert_array_equal(split_mask(np.array(["W_2", "W_1", "W_3"]), s, "test"), [1, 0, 0])
-    (tmp_path / "bad.json").write_text(json.dumps({"W_1": "holdout"}))
+    (tmp_path / "bad.json").write_text(json.dumps({"W_1": "later"}))
     with pytest.raises(BadInputError, match="bad.json: unknown split"):
         read_splits(tmp_path / "bad.json")
 
@@ -68,7 +68,7 @@ def test_load_split_takes_rows_of_one_split(tmp_path, monkeypatch, feature_set):
     from coverid.data.splits import load_split
     from coverid.data.store import write_features
 
-    params = load_params()
+    params = with_overrides(load_params(), {"data.extra.source": None})  # one corpus (test_corpora.py: two)
     monkeypatch.chdir(tmp_path)
     write_features(paths.processed_file(params), feature_set)
     write_splits(paths.splits_file(params), {"W_0": "test", "W_1": "train", "W_2": "train",

@@ -153,6 +153,7 @@ def _load_stage():
 def test_stage_writes_reports_and_exits_nonzero_on_failure(tmp_path, monkeypatch, capsys):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["source"] = "synth"
+    params["data"]["extra"]["source"] = None  # one corpus (test_corpora.py: two)
     params["preprocess"].update(spect_len=40, tile=True)
     params["validate"].update(VCFG)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
