@@ -36,7 +36,7 @@ from coverid.data.arrange import (
     parse_melody,
     render_version,
 )
-from coverid.data.synth import NOTE_NAMES, song_rng, to_pcm16
+from coverid.data.synth import NOTE_NAMES, corpus_checks, raise_if_invalid, song_rng, to_pcm16
 from coverid.data.tune_index import Tune, corpus_root, dedupe, families, read_tunes
 
 log = logging.getLogger(__name__)
@@ -250,33 +250,17 @@ def perf_metadata(work: PlannedWork, variants: list[tuple[Tune, Melody]], versio
 
 def _check_cfg(cfg: dict[str, Any]) -> None:
     """Fail with one line on a missing or impossible data.melodies setting."""
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if missing:
-        raise CoveridError(f"params data.melodies: missing keys {', '.join(missing)}")
+    checks = corpus_checks("melodies", cfg, REQUIRED_KEYS)
     gm = lambda xs: len(xs) > 0 and all(0 <= x < 128 for x in xs)  # noqa: E731
-    checks = {
+    checks.update({
         "collections": len(cfg["collections"]) > 0,
-        "n_works": cfg["n_works"] >= 0,
-        "versions_per_work": cfg["versions_per_work"] >= 2,
-        "n_noise": cfg["n_noise"] >= 0,
-        "duration_s": cfg["duration_s"] > 0,
-        "sample_rate": cfg["sample_rate"] >= 8000,
-        "tempo_bpm": len(cfg["tempo_bpm"]) == 2 and 0 < cfg["tempo_bpm"][0] <= cfg["tempo_bpm"][1],
-        "tempo_range": 0 <= cfg["tempo_range"] < 1,
-        "snr_db": cfg["snr_db"] is None or (len(cfg["snr_db"]) == 2
-                                             and cfg["snr_db"][0] <= cfg["snr_db"][1]),
         "phrase_bars": cfg["phrase_bars"] >= 1,
-        "max_offset_s": cfg["max_offset_s"] >= 0,
         "incipit_steps": cfg["incipit_steps"] >= 1,
         "title_incipit_steps": cfg["title_incipit_steps"] >= 0,
         "programs": gm(cfg["programs"]),
         "accompaniment_programs": gm(cfg["accompaniment_programs"]),
         "bass_programs": gm(cfg["bass_programs"]),
-        "peak_dbfs": cfg["peak_dbfs"] <= 0,
-    }
+    })
     checks.update({k: 0 <= cfg[k] <= 1 for k in ("p_phrase_edit", "p_chord_substitution",
                                                  "p_solo")})
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        shown = ", ".join(f"{k}={cfg[k]!r}" for k in bad)
-        raise CoveridError(f"params data.melodies: invalid {shown}")
+    raise_if_invalid("melodies", cfg, checks)

@@ -584,12 +584,13 @@ def perf_metadata(work: Work, version: Version, work_id: str, perf_id: str, nois
     }
 
 
-def _check_cfg(cfg: dict[str, Any]) -> None:
-    """Fail with one line on a missing or impossible data.synth setting."""
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+def corpus_checks(section: str, cfg: dict[str, Any], required: tuple[str, ...]) -> dict[str, bool]:
+    """The checks every rendered corpus (data.synth, data.melodies) shares, after one line for
+    missing keys: name -> passed."""
+    missing = [k for k in required if k not in cfg]
     if missing:
-        raise CoveridError(f"params data.synth: missing keys {', '.join(missing)}")
-    checks = {
+        raise CoveridError(f"params data.{section}: missing keys {', '.join(missing)}")
+    return {
         "n_works": cfg["n_works"] >= 0,
         "versions_per_work": cfg["versions_per_work"] >= 2,
         "n_noise": cfg["n_noise"] >= 0,
@@ -600,17 +601,26 @@ def _check_cfg(cfg: dict[str, Any]) -> None:
         "snr_db": cfg["snr_db"] is None or (len(cfg["snr_db"]) == 2
                                              and cfg["snr_db"][0] <= cfg["snr_db"][1]),
         "max_offset_s": cfg["max_offset_s"] >= 0,
-        "timbre_jitter": cfg["timbre_jitter"] >= 0,
-        "n_sections": cfg["n_sections"] >= 1,
-        "bars_per_section": cfg["bars_per_section"] >= 1,
         "peak_dbfs": cfg["peak_dbfs"] <= 0,
     }
-    checks.update({k: 0 <= cfg[k] <= 1 for k in ("p_section_edit", "p_melody_variation",
-                                                 "p_chord_substitution", "p_common_progression")})
+
+
+def raise_if_invalid(section: str, cfg: dict[str, Any], checks: dict[str, bool]) -> None:
+    """One line naming every failed check's key and value."""
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         shown = ", ".join(f"{k}={cfg[k]!r}" for k in bad)
-        raise CoveridError(f"params data.synth: invalid {shown}")
+        raise CoveridError(f"params data.{section}: invalid {shown}")
+
+
+def _check_cfg(cfg: dict[str, Any]) -> None:
+    """Fail with one line on a missing or impossible data.synth setting."""
+    checks = corpus_checks("synth", cfg, REQUIRED_KEYS)
+    checks.update({"timbre_jitter": cfg["timbre_jitter"] >= 0, "n_sections": cfg["n_sections"] >= 1,
+                   "bars_per_section": cfg["bars_per_section"] >= 1})
+    checks.update({k: 0 <= cfg[k] <= 1 for k in ("p_section_edit", "p_melody_variation",
+                                                 "p_chord_substitution", "p_common_progression")})
+    raise_if_invalid("synth", cfg, checks)
 
 
 # --- one-aspect versions (benchmarks/bench_nuisance.py) --------------------------------
