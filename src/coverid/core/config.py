@@ -254,6 +254,7 @@ class Model(Section):
     """Which encoder, and its settings."""
     arch: Arch
     embedding_dim: int
+    projection_dim: int | None
     move: Move
     bag: Bag
 
