@@ -255,6 +255,7 @@ class Model(Section):
     arch: Arch
     embedding_dim: int
     projection_dim: int | None
+    projection_trainable: bool
     move: Move
     bag: Bag
 

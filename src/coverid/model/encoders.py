@@ -141,12 +141,12 @@ def projection_matrix(d_in: int, dim: int, seed: int) -> np.ndarray:
     return (q * np.sqrt(d_in / dim)).astype(np.float32)
 
 
-def add_projection(encoder: keras.Model, dim: int | None) -> keras.Model:
+def add_projection(encoder: keras.Model, dim: int | None, trainable: bool) -> keras.Model:
     """`encoder` ending in a `Projection` to `dim` dims when its embedding is wider; else as is."""
     width = embedding_size(encoder)
     if dim is None or width <= dim:
         return encoder
-    out = Projection(dim, dtype="float32", name="projection")(encoder.output)
+    out = Projection(dim, trainable=trainable, dtype="float32", name="projection")(encoder.output)
     return keras.Model(encoder.input, out, name=encoder.name)
 
 
@@ -255,19 +255,19 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
     `model.projection_dim` when wider; outputs are float32 even under a mixed-precision policy.
     """
     arch = model["arch"]
-    dim = model["projection_dim"]
+    dim, trainable = model["projection_dim"], bool(model["projection_trainable"])
     if dim is not None and dim < 1:
         raise CoveridError(f"model.projection_dim must be >= 1 or null, got {dim}")
     if arch == "seed":
-        return add_projection(seed_encoder(input_shape), dim)
+        return add_projection(seed_encoder(input_shape), dim, trainable)
     if arch == "move":
         m = model["move"]
         return add_projection(move_encoder(
             input_shape, model["embedding_dim"], m["channels"], m["first_kernel"], m["kernel"],
             list(m["dilations"]), m["pooling"], m["l2_normalize"], m["dropout"], m["time_pool"],
-            m["downsample"], m["pitch_pool"]), dim)
+            m["downsample"], m["pitch_pool"]), dim, trainable)
     if arch == "bag":
-        return add_projection(build_bag(model["bag"], input_shape), dim)
+        return add_projection(build_bag(model["bag"], input_shape), dim, trainable)
     raise CoveridError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")
 
 
