@@ -8,6 +8,7 @@ each run's dims, val/test MAP, training and total seconds; `--save DIR` also sav
 projected model as DIR/<dims> (a model dir, for bench_index.py --model).
 
     .venv/bin/python benchmarks/bench_projection.py [--dims null 512] [--epochs 50] [--save DIR]
+        [--full-model DIR] [--set model.projection_trainable=true]
 """
 
 from __future__ import annotations
@@ -26,21 +27,36 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_losses import split_features  # noqa: E402
 
-from coverid.core.config import load_params, with_overrides  # noqa: E402
+from coverid.core.config import load_params, params_hash, to_plain, with_overrides  # noqa: E402
 from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/projection.json")
 
 
-def train_and_rank(params: dict, train_fs, val_fs, test, save: Path | None) -> dict[str, Any]:
-    """Train once; dims, val and test MAP (plain and expanded), seconds."""
+def before_projection(params: dict) -> dict:
+    """`params` without the model.projection_* keys (a model trained before they existed)."""
+    plain = to_plain(params)
+    plain["model"] = {k: v for k, v in plain["model"].items() if not k.startswith("projection_")}
+    return plain
+
+
+def train_and_rank(params: dict, train_fs, val_fs, test, save: Path | None,
+                   trained: Path | None = None) -> dict[str, Any]:
+    """Train once (or load the `trained` model dir of these params); dims, val and test MAP
+    (plain and expanded), seconds."""
     from coverid.eval.expansion import augment, select_expansion
     from coverid.eval.metrics import query_stats_from_embeddings, summarize
-    from coverid.model.embedder import Embedder, metric_for, save_embedder
-    from coverid.train.fit import embedder_config, fit
+    from coverid.model.embedder import Embedder, load_embedder, metric_for, save_embedder
+    from coverid.train.fit import FitResult, TrainState, embedder_config, fit
 
     t0 = time.perf_counter()
-    result = fit(params, train_fs, val_fs)
+    if trained is None:
+        result = fit(params, train_fs, val_fs)
+    else:
+        loaded = load_embedder(trained)
+        if loaded.config["params_hash"] not in (params_hash(params), params_hash(before_projection(params))):
+            raise SystemExit(f"{trained} was not trained with these params")
+        result = FitResult(loaded.encoder, loaded.head, TrainState(best_val_map=float("nan")), {})
     seconds = time.perf_counter() - t0
     loss = params["train"]["loss"]
     embedder = Embedder(result.encoder, {"metric": metric_for(loss)}, result.head)
@@ -61,6 +77,7 @@ def train_and_rank(params: dict, train_fs, val_fs, test, save: Path | None) -> d
            "test_map_expanded": ranked(augment(test_emb, qe["k"], qe["alpha"], chunk), test.work_id)
            if qe["k"] else None,
            "train_seconds": round(result.state.seconds, 1), "seconds": round(seconds, 1),
+           "trained_model": str(trained) if trained is not None else None,
            "load_avg": [round(v, 2) for v in os.getloadavg()]}
     if save is not None:
         out = save / str(params["model"]["projection_dim"])
@@ -77,6 +94,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="train.epochs (default: params.yaml)")
     ap.add_argument("--set", action="append", default=[], help="more overrides, key=YAML value")
     ap.add_argument("--save", type=Path, default=None, help="save each trained model under DIR")
+    ap.add_argument("--full-model", type=Path, default=None,
+                    help="the full (null) run: rank this model dir trained with the same params "
+                         "(e.g. data/models/encoder trained with projection_dim: null) instead of training")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     params = load_params()
@@ -87,7 +107,8 @@ def main() -> None:
     runs = []
     for dims in args.dims:
         p = with_overrides(params, {**base, "model.projection_dim": yaml.safe_load(dims)})
-        row = train_and_rank(p, train_fs, val_fs, test, args.save)
+        trained = args.full_model if p["model"]["projection_dim"] is None else None
+        row = train_and_rank(p, train_fs, val_fs, test, None if trained else args.save, trained)
         runs.append(row)
         print(f"projection_dim {dims}: {row['dims']} dims, val MAP {row['val_map']:.4f}, test MAP "
               f"{row['test_map']:.4f}, {row['seconds']} s", flush=True)

@@ -105,9 +105,10 @@ def test_move_is_projected_too():
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
 
 
-def test_save_load_round_trip_is_exact_and_reproducible(tmp_path):
+@pytest.mark.parametrize("trainable", [False, True])
+def test_save_load_round_trip_is_exact_and_reproducible(tmp_path, trainable):
     x = songs(4)
-    enc = build_encoder(BAG, (23, 40))
+    enc = build_encoder({**BAG, "projection_trainable": trainable}, (23, 40))
     init_encoder(BAG, enc, x, seed=5)
     config = model_config(embedding_dim=6, spect_len=40)
     save_embedder(tmp_path / "a", enc, config)
@@ -115,7 +116,19 @@ def test_save_load_round_trip_is_exact_and_reproducible(tmp_path):
     assert (tmp_path / "a" / "encoder.keras").read_bytes() == (tmp_path / "b" / "encoder.keras").read_bytes()
     assert fingerprint(tmp_path / "a") == fingerprint(tmp_path / "b")
     emb = load_embedder(tmp_path / "a")
-    assert emb.dim == 6
+    assert emb.dim == 6 and projection_of(emb.encoder).trainable is trainable
     np.testing.assert_array_equal(np.asarray(projection_of(emb.encoder).kernel),
                                   np.asarray(projection_of(enc).kernel))
     np.testing.assert_allclose(emb.embed(x, batch_size=3), np.asarray(enc(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_a_fixed_projection_trains_the_full_embedding(trainable):
+    enc = build_encoder({**BAG, "projection_trainable": trainable}, (23, 40))
+    x = songs(3)
+    init_encoder(BAG, enc, x, seed=0)
+    proj = projection_of(enc)
+    assert any(w is proj.kernel for w in enc.trainable_weights) is trainable
+    # the loss sees the full embedding when the projection is fixed, the projected one when learned
+    assert np.asarray(enc(x, training=True)).shape == (3, 6 if trainable else FULL)
+    assert np.asarray(enc(x, training=False)).shape == (3, 6)

@@ -6,10 +6,12 @@
   position wins: invariance), dilated 1-D convolutions over time, pooling over time (any L),
   a linear embedding and optional L2 normalisation.
 
-Any encoder whose embedding is wider than `model.projection_dim` ends in a learned linear
-projection to that many dimensions and an L2 normalisation (`Projection`), trained jointly
-with the loss from a seeded scaled random orthogonal start (`init_projection`): the bag's
-16,384 dims become 512, so a million songs take 2 GB instead of 64 GB.
+Any encoder whose embedding is wider than `model.projection_dim` ends in a linear projection
+to that many dimensions and an L2 normalisation (`Projection`) from a seeded scaled random
+orthogonal matrix (`init_projection`): the bag's 16,384 dims become 512, so a million songs
+take 2 GB instead of 64 GB. With `model.projection_trainable` the projection is trained
+jointly with the loss; without, the loss trains the full embedding and only inference (and
+validation) projects it, a fixed Johnson-Lindenstrauss map (benchmarks/bench_projection.py).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ class L2Normalize(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="coverid")
 class Projection(layers.Layer):
-    """(B, D) -> (B, dim): x W (no bias), scaled to unit L2 norm."""
+    """(B, D) -> (B, dim): x W (no bias), scaled to unit L2 norm. A non-trainable projection
+    passes x through unchanged while training (the loss sees the full embedding)."""
 
     def __init__(self, dim: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -119,7 +122,9 @@ class Projection(layers.Layer):
         self.kernel = self.add_weight(name="kernel", shape=(shape[-1], self.dim),
                                       initializer=keras.initializers.RandomNormal(0.0, std))
 
-    def call(self, x):
+    def call(self, x, training=False):
+        if training and not self.trainable:
+            return x  # a fixed projection: the loss trains the full embedding it approximates
         y = ops.matmul(x, ops.cast(self.kernel, x.dtype))
         return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
 
