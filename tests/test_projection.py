@@ -6,6 +6,7 @@ from conftest import model_config, repo_params
 
 keras = pytest.importorskip("keras")
 
+from coverid.core.config import with_overrides  # noqa: E402
 from coverid.core.errors import CoveridError  # noqa: E402
 from coverid.features.transform import tile_pitch  # noqa: E402
 from coverid.model.bag import build_bag  # noqa: E402
@@ -132,3 +133,16 @@ def test_a_fixed_projection_trains_the_full_embedding(trainable):
     # the loss sees the full embedding when the projection is fixed, the projected one when learned
     assert np.asarray(enc(x, training=True)).shape == (3, 6 if trainable else FULL)
     assert np.asarray(enc(x, training=False)).shape == (3, 6)
+
+
+def test_the_bce_head_needs_the_embedding_the_loss_trains():
+    from coverid.train.devices import setup_devices
+    from coverid.train.fit import Trainer
+
+    params = repo_params({"train.loss": "bce", "model.projection_dim": 6, "model.bag.downsample": 2,
+                          "model.bag.patch": 3, "model.bag.codes": 4, "model.bag.lags": [2],
+                          "model.bag.unigrams": True, "model.bag.key_rolls": 1})
+    with pytest.raises(CoveridError, match="bce needs model.projection_trainable"):
+        Trainer(params, (23, 40), setup_devices(params["train"]))
+    learned = with_overrides(params, {"model.projection_trainable": True})
+    assert Trainer(learned, (23, 40), setup_devices(learned["train"])).head is not None

@@ -163,6 +163,11 @@ def init_projection(encoder: keras.Model, seed: int) -> None:
         proj.kernel.assign(projection_matrix(int(d_in), int(dim), seed))
 
 
+def has_fixed_projection(encoder: keras.Model) -> bool:
+    """Whether the encoder ends in a non-trainable projection (training sees the full embedding)."""
+    return any(isinstance(layer, Projection) and not layer.trainable for layer in encoder.layers)
+
+
 def _pitch_rows(x, n_rows: int):
     """Tile untiled (12-row) input to 23 rows; reject other row counts."""
     return x if is_tiled(n_rows) else PitchTile(name="pitch_tile")(x)
