@@ -12,10 +12,20 @@ Three parts (each can be skipped):
             vectors with params.yaml's index section: build time, index/embedding sizes, peak
             memory, recall@10 and ms per query for a sweep of `candidates`.
 
+  real      (with --model DIR) the same library path on a trained model's real embeddings
+            (reports/bench/index_real.json, see `real_collection`): the processed corpus's songs
+            plus rounds of new works made from them as in training (every work's pitch classes
+            permuted, each version then augmented: transpose, stretch, crop, warp; pairs.py),
+            all embedded by the model; queries are held-out real songs and fresh versions of the
+            new works. Each --real-n size is measured with each --kinds index kind; with
+            --tile-to, the largest real set is also tiled to that size (copies rotated by seeded
+            random orthogonal matrices: real distances within a copy, not new model outputs).
+
 All FAISS work runs on `--threads` OpenMP threads (default 2, the target machine).
 
     .venv/bin/python benchmarks/bench_index.py [--skip identify,pilot,ann] [--n 1000000]
         [--pilot-n 100000] [--queries 100] [--data random,clustered] [--threads 2]
+        [--model DIR --real-n 10000 100000 --kinds flat,pqfs,hnsw --tile-to 1000000]
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from coverid.core.config import load_params
 from coverid.core.io import write_json
 
 OUT = Path("reports/bench/index.json")
+REAL_OUT = Path("reports/bench/index_real.json")
 DIM = 512
 K = 10
 
@@ -316,8 +327,184 @@ def _flat_once(xb: np.ndarray, q: np.ndarray) -> np.ndarray:
     return faiss.knn(q, xb, K)[1]
 
 
+# ---------------------------------------------------------------- real: a trained model's embeddings
+
+
+def augmented_embeddings(embedder: Any, x: np.ndarray, keys: np.ndarray, rows: np.ndarray,
+                         seeds: np.ndarray, work_seeds: np.ndarray, aug: dict[str, Any],
+                         batch: int = 256) -> np.ndarray:
+    """Embeddings of songs `x[rows]`, each remapped to a new work (its pitch classes permuted
+    by `work_seeds`) and augmented (`seeds`) by pairs.augment; (len(rows), D) float32."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from coverid.model.embedder import make_embed_fn
+    from coverid.train.pairs import augment
+
+    feats, tkeys = tf.constant(x), tf.constant(keys)
+    ds = tf.data.Dataset.from_tensor_slices((rows, seeds, work_seeds)).map(
+        lambda i, s, ws: augment(tf.gather(feats, i), s, aug, ws, tf.gather(tkeys, i)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(2)
+    fn = make_embed_fn(embedder.encoder)
+    out = np.empty((len(rows), embedder.dim), np.float32)
+    start = 0
+    for b in tqdm(ds, total=-(-len(rows) // batch), desc="embed", unit="batch", mininterval=10):
+        out[start:start + len(b)] = np.asarray(fn(b))
+        start += len(b)
+    return out
+
+
+def real_collection(embedder: Any, fs: Any, aug: dict[str, Any], n: int, nq: int, n_query_pool: int,
+                    seed: int = 0) -> dict[str, Any]:
+    """A database of `n` real model outputs and `nq` queries, with their work labels.
+
+    Round 0 is the corpus itself, less nq / 2 held-out songs of works with other versions
+    (the real queries). Round r >= 1 makes a new work of every corpus work: one permutation
+    of its pitch classes for all its versions (seeded by (r, work)), then each version
+    augmented on its own (transpose, stretch, crop, warp with train.augment's probabilities);
+    the rounds run until the database has `n` songs. The other nq / 2 queries are fresh
+    versions (new augmentation seeds, the same permutation) of new works with versions among
+    the first `n_query_pool` database rows, so every size measured holds their works.
+    """
+    from coverid.train.pairs import encode_labels, relative_keys
+
+    rng = np.random.default_rng(seed)
+    x = np.ascontiguousarray(fs.features, np.float32)
+    labels = encode_labels(fs.work_id)
+    keys = relative_keys(x, labels)
+    counts = np.bincount(labels)
+    covered = np.flatnonzero(counts[labels] >= 2)  # songs whose work has another version
+    held = np.sort(rng.choice(covered, nq // 2, replace=False))
+    keep = np.setdiff1d(np.arange(len(x)), held)
+    aug = {**aug, "p_remap": 1.0, "p_reverse": 0.0}
+    n_new = max(0, n - len(keep))
+    rounds = 1 + np.arange(n_new) // len(x)
+    src = np.arange(n_new) % len(x)
+
+    def seeds_of(r: np.ndarray, i: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray]:
+        song = np.stack([r * len(x) + i, np.full_like(r, salt)], axis=1)
+        work = np.stack([r, labels[i] + 1_000_000], axis=1)
+        return song.astype(np.int64), work.astype(np.int64)
+
+    t0 = time.perf_counter()
+    real = embedder.embed(x)
+    t_real = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    s, ws = seeds_of(rounds, src, seed)
+    new = augmented_embeddings(embedder, x, keys, src, s, ws, aug)
+    t_new = time.perf_counter() - t0
+    xb = np.concatenate([real[keep], new])[:n]
+    work = np.concatenate([labels[keep], rounds * (labels.max() + 1) + labels[src]])[:n]
+    # synthetic queries: new works with another version in the first n_query_pool rows
+    pool = np.flatnonzero((np.arange(n_new) + len(keep) < n_query_pool) & (counts[labels[src]] >= 2))
+    pick = np.sort(rng.choice(pool, nq - nq // 2, replace=False))
+    s, ws = seeds_of(rounds[pick], src[pick], seed + 1)
+    xq = np.concatenate([real[held], augmented_embeddings(embedder, x, keys, src[pick], s, ws, aug)])
+    wq = np.concatenate([labels[held], rounds[pick] * (labels.max() + 1) + labels[src[pick]]])
+    return {"xb": xb, "work": work, "xq": xq, "work_q": wq,
+            "embed": {"corpus_songs": len(x), "corpus_s": round(t_real, 2),
+                      "corpus_songs_per_s": round(len(x) / t_real, 1),
+                      "new_songs": n_new, "new_s": round(t_new, 1),
+                      "new_songs_per_s": round(n_new / max(t_new, 1e-9), 1)}}
+
+
+def rotated_tiles(xb: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """`xb` tiled to `n` rows: copy c > 0 is xb times a seeded random orthogonal matrix, so
+    distances within a copy are the real ones and the copies overlap on the sphere."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, xb.shape[1]), np.float32)
+    out[:len(xb)] = xb[:n]
+    for c, start in enumerate(range(len(xb), n, len(xb)), start=1):
+        q, r = np.linalg.qr(rng.standard_normal((xb.shape[1], xb.shape[1])))
+        rot = (q * np.sign(np.diag(r))).astype(np.float32)
+        m = min(len(xb), n - start)
+        out[start:start + m] = xb[:m] @ rot
+    return out
+
+
+def bench_kind(xb: np.ndarray, work: np.ndarray, xq: np.ndarray, work_q: np.ndarray, kind: str,
+               icfg: dict[str, Any], model: dict[str, Any], path: Path,
+               candidates: tuple[int, ...]) -> dict[str, Any]:
+    """build_index / load_index / SongIndex.search of one kind on `xb`: build seconds, sizes,
+    memory, and per `candidates`: recall@10 against exact search, same-work@1, ms per query."""
+    from coverid.search.index import Song, build_index, load_index
+
+    n = len(xb)
+    cfg = {**icfg, "exact_max": n if kind == "flat" else 0, "approx": kind if kind != "flat" else icfg["approx"]}
+    truth = ground_truth(xb, xq)
+    songs = [Song(perf_id=f"P_{i}", work_id=f"W_{w}") for i, w in enumerate(work.tolist())]
+    shutil.rmtree(path, ignore_errors=True)
+    rss0 = rss_gb()
+    t0 = time.perf_counter()
+    build_index(path, xb, songs, model, {"feature": "bench"}, cfg)
+    t_build = time.perf_counter() - t0
+    del songs
+    t0 = time.perf_counter()
+    index = load_index(path)
+    t_load = time.perf_counter() - t0
+    sizes = {p.name: round(p.stat().st_size / 1e6, 1) for p in path.iterdir()}
+    rows = []
+    for cand in (candidates if kind != "flat" else (0,)):
+        index.meta["index"]["candidates"] = cand
+        found = [np.array([h.row for h in index.search(xq[i:i + 1], K)[0]]) for i in range(len(xq))]
+        ms = single_query_ms(lambda q: index.search(q, K), xq, len(xq))
+        top1 = float(np.mean([work[f[0]] == w for f, w in zip(found, work_q)]))
+        rows.append({**({"candidates": cand} if kind != "flat" else {}),
+                     "recall@10": round(recall(found, truth), 4), "same_work@1": round(top1, 4),
+                     "ms_per_query": round(ms, 2)})
+        print(f"  n={n} {kind} {rows[-1]}", flush=True)
+    out = {"n": n, "kind": index.kind, "build_s": round(t_build, 1), "load_s": round(t_load, 2),
+           "file_mb": sizes, "bytes_per_song": {"faiss": round(sizes["index.faiss"] * 1e6 / n, 1),
+                                                "embeddings": xb.shape[1] * 4},
+           "rss_gb_after_load": round(rss_gb() - rss0, 2), "sweep": rows}
+    del index
+    shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: int, kinds: list[str],
+               tile_to: int | None, work: Path) -> dict[str, Any]:
+    """Index kinds on real model outputs at each size (and tiled to `tile_to`)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from coverid.core import paths
+    from coverid.data.store import read_features
+    from coverid.model.embedder import load_embedder
+
+    embedder = load_embedder(model_dir)
+    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
+    col = real_collection(embedder, fs, dict(params["train"]["augment"]), max(sizes), nq, min(sizes))
+    print(f"embedded: {col['embed']}", flush=True)
+    model = {"source": str(model_dir), "metric": embedder.metric, "dim": embedder.dim,
+             "config_hash": embedder.fingerprint, "head": None}
+    out: dict[str, Any] = {
+        "model": {"dir": str(model_dir), "fingerprint": embedder.fingerprint, "dim": embedder.dim,
+                  "arch": embedder.config["arch"], "embedding_dim": embedder.config["embedding_dim"]},
+        "vectors": " ".join((real_collection.__doc__ or "").split()),
+        "corpus": {"songs": len(fs), "works": int(len(np.unique(fs.work_id)))},
+        "queries": {"n": nq, "held_out_real": nq // 2, "fresh_versions_of_new_works": nq - nq // 2},
+        "embed": col["embed"], "index_settings": dict(params["index"]), "measured": [], "tiled": []}
+    candidates = tuple(sorted({250, 500, 1000, int(params["index"]["candidates"])}))
+    for n in sorted(sizes):
+        for kind in kinds:
+            if kind == "hnsw" and n > 300_000:
+                continue  # its build alone would take most of an hour on two cores
+            out["measured"].append({**bench_kind(col["xb"][:n], col["work"][:n], col["xq"], col["work_q"],
+                                                 kind, params["index"], model, work / "idx", candidates),
+                                    "load_avg": load_avg()})
+    if tile_to:
+        xb = rotated_tiles(col["xb"], tile_to)
+        work_ids = np.concatenate([col["work"] + c * (col["work"].max() + 1)
+                                   for c in range(-(-tile_to // len(col["xb"])))])[:tile_to]
+        for kind in [k for k in kinds if k != "hnsw"]:
+            out["tiled"].append({**bench_kind(xb, work_ids, col["xq"], col["work_q"], kind, params["index"],
+                                              model, work / "idx", candidates),
+                                 "real_rows": len(col["xb"]), "load_avg": load_avg()})
+    return out
+
+
 def main() -> None:
-    """Run the chosen parts and write reports/bench/index.json (merging earlier parts)."""
+    """Run the chosen parts and write reports/bench/index.json (merging earlier parts), and
+    with --model the real part to reports/bench/index_real.json."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip", default="", help="comma list of parts to skip: identify,pilot,ann")
     ap.add_argument("--n", type=int, default=1_000_000, help="vectors in the ann part")
@@ -328,18 +515,32 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--model", type=Path, default=None, help="a model dir: run the real part")
+    ap.add_argument("--real-n", type=int, nargs="+", default=[10_000, 100_000],
+                    help="database sizes of the real part")
+    ap.add_argument("--kinds", default="flat,pqfs,hnsw", help="index kinds of the real part")
+    ap.add_argument("--tile-to", type=int, default=None, help="real part: also tile to this size")
+    ap.add_argument("--real-out", default=str(REAL_OUT))
     args = ap.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
     params = load_params(args.params)
     skip = set(filter(None, args.skip.split(",")))
-    out_path = Path(args.out)
-    report: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
-    report["machine"] = {"threads": args.threads, "cpus": os.cpu_count(),
-                         "load_avg_at_start": list(os.getloadavg())}
+    machine = {"threads": args.threads, "cpus": os.cpu_count(), "load_avg_at_start": list(os.getloadavg())}
     work = Path(tempfile.mkdtemp(prefix="bench_index."))
     try:
+        if args.model is not None:
+            real = {"machine": machine, **bench_real(params, args.model, args.real_n, args.queries,
+                                                     args.kinds.split(","), args.tile_to, work)}
+            real["machine"]["load_avg_at_end"] = list(os.getloadavg())
+            write_json(Path(args.real_out), real)
+            print(f"wrote {args.real_out}")
+        if {"identify", "pilot", "ann"} <= skip:
+            return
+        out_path = Path(args.out)
+        report: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+        report["machine"] = dict(machine)
         if "identify" not in skip:
             report["identify"] = {**bench_identify(params, args.index_songs, work), "load_avg": load_avg()}
             print(json.dumps(report["identify"], indent=2), flush=True)
@@ -355,11 +556,11 @@ def main() -> None:
                                                       "load_avg": load_avg()}
                 print(json.dumps(report["ann"][data], indent=2), flush=True)
                 write_json(out_path, report)
+        report["machine"]["load_avg_at_end"] = list(os.getloadavg())
+        write_json(out_path, report)
+        print(f"wrote {out_path}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report["machine"]["load_avg_at_end"] = list(os.getloadavg())
-    write_json(out_path, report)
-    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

@@ -294,6 +294,8 @@ class Model(Section):
     """Which encoder, and its settings."""
     arch: Arch
     embedding_dim: int
+    projection_dim: int | None
+    projection_trainable: bool
     move: Move
     bag: Bag
 

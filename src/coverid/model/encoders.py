@@ -5,6 +5,13 @@
   23-row tiled input, max-pooled over the 12 pitch positions (so a transposition only rolls which
   position wins: invariance), dilated 1-D convolutions over time, pooling over time (any L),
   a linear embedding and optional L2 normalisation.
+
+Any encoder whose embedding is wider than `model.projection_dim` ends in a linear projection
+to that many dimensions and an L2 normalisation (`Projection`) from a seeded scaled random
+orthogonal matrix (`init_projection`): the bag's 16,384 dims become 512, so a million songs
+take 2 GB instead of 64 GB. With `model.projection_trainable` the projection is trained
+jointly with the loss; without, the loss trains the full embedding and only inference (and
+validation) projects it, a fixed Johnson-Lindenstrauss map (benchmarks/bench_projection.py).
 """
 
 from __future__ import annotations
@@ -97,6 +104,68 @@ class L2Normalize(layers.Layer):
 
     def call(self, x):
         return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class Projection(layers.Layer):
+    """(B, D) -> (B, dim): x W (no bias), scaled to unit L2 norm. A non-trainable projection
+    passes x through unchanged while training (the loss sees the full embedding)."""
+
+    def __init__(self, dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+
+    def build(self, shape):
+        # nearly orthogonal columns of norm ~sqrt(D / dim) (drawn from Keras's seed, like every
+        # other start); training starts from `init_projection`'s exactly orthogonal one
+        std = 1.0 / np.sqrt(self.dim)
+        self.kernel = self.add_weight(name="kernel", shape=(shape[-1], self.dim),
+                                      initializer=keras.initializers.RandomNormal(0.0, std))
+
+    def call(self, x, training=False):
+        if training and not self.trainable:
+            return x  # a fixed projection: the loss trains the full embedding it approximates
+        y = ops.matmul(x, ops.cast(self.kernel, x.dtype))
+        return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
+
+    def compute_output_shape(self, shape):
+        return (shape[0], self.dim)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dim": self.dim}
+
+
+def projection_matrix(d_in: int, dim: int, seed: int) -> np.ndarray:
+    """(d_in, dim) float32 with orthogonal columns of norm sqrt(d_in / dim), from `seed`:
+    distances between embeddings are kept on average (Johnson-Lindenstrauss), and the entries
+    are large enough that Adam's steps refine the projection rather than replace it."""
+    a = np.random.default_rng(seed).standard_normal((d_in, dim))
+    # a (a'a)^(-1/2): the orthonormal frame nearest to a Gaussian matrix (a QR is 20x slower)
+    w, v = np.linalg.eigh(a.T @ a)
+    q = a @ (v / np.sqrt(w)) @ v.T
+    return (q * np.sqrt(d_in / dim)).astype(np.float32)
+
+
+def add_projection(encoder: keras.Model, dim: int | None, trainable: bool) -> keras.Model:
+    """`encoder` ending in a `Projection` to `dim` dims when its embedding is wider; else as is."""
+    width = embedding_size(encoder)
+    if dim is None or width <= dim:
+        return encoder
+    out = Projection(dim, trainable=trainable, dtype="float32", name="projection")(encoder.output)
+    return keras.Model(encoder.input, out, name=encoder.name)
+
+
+def init_projection(encoder: keras.Model, seed: int) -> None:
+    """Set the encoder's projection, if it has one, to `projection_matrix` from `seed`."""
+    proj = next((layer for layer in encoder.layers if isinstance(layer, Projection)), None)
+    if proj is not None:
+        d_in, dim = proj.kernel.shape
+        proj.kernel.assign(projection_matrix(int(d_in), int(dim), seed))
+
+
+def has_fixed_projection(encoder: keras.Model) -> bool:
+    """Whether the encoder ends in a non-trainable projection (training sees the full embedding)."""
+    return any(isinstance(layer, Projection) and not layer.trainable for layer in encoder.layers)
 
 
 def _pitch_rows(x, n_rows: int):
@@ -192,25 +261,31 @@ def move_encoder(input_shape: tuple[int, int | None], embedding_dim: int, channe
 
 
 def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) -> keras.Model:
-    """The encoder chosen by `model.arch`, for inputs of shape (F, L); outputs are float32
-    even under a mixed-precision policy."""
+    """The encoder chosen by `model.arch`, for inputs of shape (F, L), projected down to
+    `model.projection_dim` when wider; outputs are float32 even under a mixed-precision policy.
+    """
     arch = model["arch"]
+    dim, trainable = model["projection_dim"], bool(model["projection_trainable"])
+    if dim is not None and dim < 1:
+        raise CoveridError(f"model.projection_dim must be >= 1 or null, got {dim}")
     if arch == "seed":
-        return seed_encoder(input_shape)
+        return add_projection(seed_encoder(input_shape), dim, trainable)
     if arch == "move":
         m = model["move"]
-        return move_encoder(input_shape, model["embedding_dim"], m["channels"], m["first_kernel"],
-                            m["kernel"], list(m["dilations"]), m["pooling"], m["l2_normalize"],
-                            m["dropout"], m["time_pool"], m["downsample"], m["pitch_pool"])
+        return add_projection(move_encoder(
+            input_shape, model["embedding_dim"], m["channels"], m["first_kernel"], m["kernel"],
+            list(m["dilations"]), m["pooling"], m["l2_normalize"], m["dropout"], m["time_pool"],
+            m["downsample"], m["pitch_pool"]), dim, trainable)
     if arch == "bag":
-        return build_bag(model["bag"], input_shape)
+        return add_projection(build_bag(model["bag"], input_shape), dim, trainable)
     raise CoveridError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")
 
 
 def init_encoder(model: dict[str, Any], encoder: keras.Model, features: np.ndarray,
                  seed: int) -> None:
-    """Fit the encoder's data-dependent starting weights to training features, where its
-    arch has any (bag: the k-means pattern codebook); a no-op otherwise."""
+    """Set the encoder's seeded and data-dependent starting weights: the projection, if any
+    (`init_projection`), and the bag's k-means pattern codebook from the training features."""
+    init_projection(encoder, seed)
     if model["arch"] == "bag":
         init_codebook(encoder, features, model["bag"]["kmeans_iters"], seed)
 

@@ -38,6 +38,7 @@ from coverid.model.encoders import (
     build_encoder,
     build_head,
     embedding_size,
+    has_fixed_projection,
     head_arrays,
     head_logits,
     init_encoder,
@@ -102,6 +103,10 @@ class Trainer:
         with self.strategy.scope():
             self.encoder = build_encoder(params["model"], input_shape)
             dim = embedding_size(self.encoder)
+            if self.loss_name == "bce" and has_fixed_projection(self.encoder):
+                raise CoveridError("train.loss bce needs model.projection_trainable: true or "
+                                   "model.projection_dim: null (its head must see the embedding "
+                                   "the loss trains)")
             self.head = build_head(dim) if self.loss_name == "bce" else None
             self.optimizer = make_optimizer(self.train, self.train["steps_per_epoch"])
             if setup.mixed_precision:

@@ -1,0 +1,148 @@
+"""The learned projection: shapes, unit norm, seeded start, save/load, and off = the old encoder."""
+
+import numpy as np
+import pytest
+from conftest import model_config, repo_params
+
+keras = pytest.importorskip("keras")
+
+from coverid.core.config import with_overrides  # noqa: E402
+from coverid.core.errors import CoveridError  # noqa: E402
+from coverid.features.transform import tile_pitch  # noqa: E402
+from coverid.model.bag import build_bag  # noqa: E402
+from coverid.model.embedder import fingerprint, load_embedder, save_embedder  # noqa: E402
+from coverid.model.encoders import (  # noqa: E402
+    Projection,
+    build_encoder,
+    embedding_size,
+    init_encoder,
+    init_projection,
+    projection_matrix,
+)
+
+# params.yaml's model section, a small bag encoder: 4 codes, unigrams + one lag = 20 dims -> 6
+BAG = repo_params({"model.arch": "bag", "model.projection_dim": 6, "model.bag.downsample": 2,
+                   "model.bag.patch": 3, "model.bag.codes": 4, "model.bag.sharpness": 20.0,
+                   "model.bag.lags": [2], "model.bag.unigrams": True,
+                   "model.bag.tempo_factors": [0.9, 1.0, 1.2], "model.bag.kmeans_iters": 5,
+                   "model.bag.key_rolls": 1})["model"].to_dict()
+FULL = 4 + 4 * 4
+
+
+@pytest.fixture(autouse=True)
+def _seeded_weights():
+    keras.utils.set_random_seed(0)
+
+
+def songs(n: int, length: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([tile_pitch(rng.random((12, length))) for _ in range(n)]).astype(np.float32)
+
+
+def projection_of(encoder) -> Projection:
+    return next(layer for layer in encoder.layers if isinstance(layer, Projection))
+
+
+def test_projection_matrix_is_a_seeded_scaled_orthogonal_frame():
+    m = projection_matrix(300, 20, seed=3)
+    assert m.shape == (300, 20) and m.dtype == np.float32
+    np.testing.assert_allclose(m.T @ m, 15.0 * np.eye(20), atol=1e-4)  # columns of norm sqrt(300/20)
+    np.testing.assert_array_equal(m, projection_matrix(300, 20, seed=3))
+    assert not np.allclose(m, projection_matrix(300, 20, seed=4))
+
+
+def test_projected_bag_shape_norm_and_init():
+    enc = build_encoder(BAG, (23, 40))
+    x = songs(5)
+    init_encoder(BAG, enc, x, seed=7)
+    assert embedding_size(enc) == 6
+    kernel = np.asarray(projection_of(enc).kernel)
+    np.testing.assert_array_equal(kernel, projection_matrix(FULL, 6, seed=7))
+    e = np.asarray(enc(x))
+    assert e.shape == (5, 6) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    # the projection is the last step: the full bag embedding times the kernel, normalised
+    full = np.asarray(keras.Model(enc.input, enc.get_layer("embedding").output)(x))
+    assert full.shape == (5, FULL)
+    want = full @ kernel
+    np.testing.assert_allclose(e, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_the_same_seed_gives_the_same_encoder():
+    x = songs(4)
+    a, b = build_encoder(BAG, (23, 40)), build_encoder(BAG, (23, 40))
+    init_encoder(BAG, a, x, seed=1)
+    init_encoder(BAG, b, x, seed=1)
+    np.testing.assert_array_equal(np.asarray(a(x)), np.asarray(b(x)))
+    init_projection(b, seed=2)
+    assert not np.allclose(np.asarray(a(x)), np.asarray(b(x)))
+
+
+def test_projection_off_is_the_plain_encoder():
+    x = songs(3)
+    off = build_encoder({**BAG, "projection_dim": None}, (23, 40))
+    wide = build_encoder({**BAG, "projection_dim": FULL}, (23, 40))  # not wider: nothing to do
+    for enc in (off, wide):
+        assert not any(isinstance(layer, Projection) for layer in enc.layers)
+        assert embedding_size(enc) == FULL
+    keras.utils.set_random_seed(0)
+    plain = build_bag(BAG["bag"], (23, 40))
+    keras.utils.set_random_seed(0)
+    again = build_encoder({**BAG, "projection_dim": None}, (23, 40))
+    assert [w.name for w in plain.weights] == [w.name for w in again.weights]
+    np.testing.assert_array_equal(np.asarray(plain(x)), np.asarray(again(x)))
+    with pytest.raises(CoveridError, match="projection_dim"):
+        build_encoder({**BAG, "projection_dim": 0}, (23, 40))
+
+
+def test_move_is_projected_too():
+    move = repo_params({"model.arch": "move", "model.embedding_dim": 8, "model.projection_dim": 3,
+                        "model.move.channels": 4, "model.move.first_kernel": 3,
+                        "model.move.kernel": 3, "model.move.dilations": [1],
+                        "model.move.downsample": 1})["model"].to_dict()
+    enc = build_encoder(move, (23, 20))
+    e = np.asarray(enc(songs(2, 20)))
+    assert e.shape == (2, 3)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_save_load_round_trip_is_exact_and_reproducible(tmp_path, trainable):
+    x = songs(4)
+    enc = build_encoder({**BAG, "projection_trainable": trainable}, (23, 40))
+    init_encoder(BAG, enc, x, seed=5)
+    config = model_config(embedding_dim=6, spect_len=40)
+    save_embedder(tmp_path / "a", enc, config)
+    save_embedder(tmp_path / "b", enc, config)
+    assert (tmp_path / "a" / "encoder.keras").read_bytes() == (tmp_path / "b" / "encoder.keras").read_bytes()
+    assert fingerprint(tmp_path / "a") == fingerprint(tmp_path / "b")
+    emb = load_embedder(tmp_path / "a")
+    assert emb.dim == 6 and projection_of(emb.encoder).trainable is trainable
+    np.testing.assert_array_equal(np.asarray(projection_of(emb.encoder).kernel),
+                                  np.asarray(projection_of(enc).kernel))
+    np.testing.assert_allclose(emb.embed(x, batch_size=3), np.asarray(enc(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_a_fixed_projection_trains_the_full_embedding(trainable):
+    enc = build_encoder({**BAG, "projection_trainable": trainable}, (23, 40))
+    x = songs(3)
+    init_encoder(BAG, enc, x, seed=0)
+    proj = projection_of(enc)
+    assert any(w is proj.kernel for w in enc.trainable_weights) is trainable
+    # the loss sees the full embedding when the projection is fixed, the projected one when learned
+    assert np.asarray(enc(x, training=True)).shape == (3, 6 if trainable else FULL)
+    assert np.asarray(enc(x, training=False)).shape == (3, 6)
+
+
+def test_the_bce_head_needs_the_embedding_the_loss_trains():
+    from coverid.train.devices import setup_devices
+    from coverid.train.fit import Trainer
+
+    params = repo_params({"train.loss": "bce", "model.projection_dim": 6, "model.bag.downsample": 2,
+                          "model.bag.patch": 3, "model.bag.codes": 4, "model.bag.lags": [2],
+                          "model.bag.unigrams": True, "model.bag.key_rolls": 1})
+    with pytest.raises(CoveridError, match="bce needs model.projection_trainable"):
+        Trainer(params, (23, 40), setup_devices(params["train"]))
+    learned = with_overrides(params, {"model.projection_trainable": True})
+    assert Trainer(learned, (23, 40), setup_devices(learned["train"])).head is not None
