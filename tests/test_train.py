@@ -176,6 +176,20 @@ def test_bce_in_pk_batches_trains(data):
     assert np.isfinite(res.state.history[0]["loss"]) and res.head is not None
 
 
+def test_bce_head_starts_as_a_standardised_l1_distance(data):
+    from coverid.train.fit import init_head
+
+    tr, _ = data
+    trainer = Trainer(tiny_params(loss="bce"), (23, L), default_setup())
+    init_head(trainer, tr.features, 7, n=len(tr.features))
+    e = np.asarray(trainer.encoder(tr.features, training=False), np.float64)
+    l1 = np.array([np.abs(e[i] - e[j]).sum() for i in range(len(e)) for j in range(i + 1, len(e))])
+    w, bias = trainer.head_arrays()
+    np.testing.assert_allclose(w, -1.0 / l1.std(), rtol=1e-4)
+    z = np.abs(e[0] - e[1]) @ w + bias  # logits are L1 distances standardised, negated
+    assert z == pytest.approx((l1.mean() - l1[0]) / l1.std(), rel=1e-3, abs=1e-3)
+
+
 def test_triplet_step_in_a_mirrored_strategy(data):
     tr, va = data
     params = tiny_params(epochs=1, steps_per_epoch=1, loss="triplet",

@@ -222,6 +222,18 @@ class Trainer:
         return head_arrays(self.head) if self.head is not None else None
 
 
+def init_head(trainer: Trainer, x: np.ndarray, seed: int, n: int = 256) -> None:
+    """Start the BCE head as a standardised L1 distance, w = -1/s and bias = m/s (m, s: mean and
+    spread of the L1 distances between `n` sampled training songs): a random start weighs
+    thousands of dimensions at random, and the head does not unlearn that in a short training."""
+    rows = np.random.default_rng(seed).permutation(len(x))[:n]
+    e = np.asarray(trainer.encoder.predict(x[rows], batch_size=64, verbose=0), np.float64)
+    l1 = np.concatenate([np.abs(e[i + 1:] - e[i]).sum(1) for i in range(len(e) - 1)])
+    m, s = float(l1.mean()), float(l1.std()) or 1.0
+    kernel, bias = trainer.head.get_weights()
+    trainer.head.set_weights([np.full_like(kernel, -1.0 / s), np.full_like(bias, m / s)])
+
+
 # ---------------------------------------------------------------- validation
 
 def validation_map(trainer: Trainer, x: np.ndarray, work_id: np.ndarray, batch_size: int) -> float:
@@ -349,6 +361,8 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     seed_everything(seed, deterministic_ops=not setup.gpus)
     trainer = Trainer(params, tuple(train_fs.features.shape[1:]), setup)
     init_encoder(params["model"], trainer.encoder, train_fs.features, seed)
+    if trainer.head is not None:
+        init_head(trainer, train_fs.features, seed)
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     state, best_weights = _resume(ckpt if train["resume"] else None, trainer, key,
