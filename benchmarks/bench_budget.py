@@ -1,7 +1,7 @@
 """Benchmark: what a shorter training costs in MAP (the time budget of `make run`).
 
 Trains the params.yaml model (seed 42) once per configuration given as `--config
-"train.epochs=50,train.learning_rate=0.006"` (dotted keys, YAML values) on the processed
+"train.epochs=50,train.losses.triplet.learning_rate=0.006"` (dotted keys, YAML values) on the processed
 corpus's train split, early-stopped on val, and ranks the test split as the pipeline does:
 plain and with the query expansion chosen on val. Prints and writes reports/bench/budget.json
 with each configuration's training seconds, best epoch, val MAP and test MAP.

@@ -93,8 +93,8 @@ def test_no_section_field_has_a_default():
 
 def test_typo_names_the_dotted_key_and_suggests_the_right_one(tmp_path):
     text = PARAMS_FILE.read_text()
-    assert error_of(tmp_path, text.replace("  learning_rate:", "  lerning_rate:")) == \
-        "unknown key train.lerning_rate (did you mean train.learning_rate?)"
+    assert error_of(tmp_path, text.replace("  decay_rate:", "  decay_rte:")) == \
+        "unknown key train.decay_rte (did you mean train.decay_rate?)"
     assert error_of(tmp_path, text.replace("    key_rolls: ", "    key_roll: ")) == \
         "unknown key model.bag.key_roll (did you mean model.bag.key_rolls?)"
     assert error_of(tmp_path, text.replace("\ntrain:", "\ntrian:")) == "unknown key trian (did you mean train?)"
@@ -105,9 +105,11 @@ def test_typo_names_the_dotted_key_and_suggests_the_right_one(tmp_path):
     ("train.epochs", "ten", "train.epochs must be int, got str 'ten'"),
     ("train.epochs", True, "train.epochs must be int, got bool True"),
     ("train.epochs", 10.5, "train.epochs must be int, got float 10.5"),
-    ("train.soft_margin", 1, "train.soft_margin must be bool, got int 1"),
-    ("train.learning_rate", [0.1], "train.learning_rate must be float, got list [0.1]"),
-    ("train.learning_rate", False, "train.learning_rate must be float, got bool False"),
+    ("train.losses.triplet.soft_margin", 1, "train.losses.triplet.soft_margin must be bool, got int 1"),
+    ("train.losses.bce.learning_rate", [0.1],
+     "train.losses.bce.learning_rate must be float, got list [0.1]"),
+    ("train.losses.triplet.learning_rate", False,
+     "train.losses.triplet.learning_rate must be float, got bool False"),
     ("preprocess.max_frames", "all", "preprocess.max_frames must be int or null, got str 'all'"),
     ("data.synth.tempo_bpm", [80.0], "data.synth.tempo_bpm must be a list of 2 values, got 1"),
     ("data.synth.snr_db", 10.0, "data.synth.snr_db must be tuple[float, float], got float 10.0"),
@@ -144,11 +146,12 @@ def test_missing_key_names_the_full_path(tmp_path):
 
 def test_ints_are_accepted_for_floats_and_nulls_where_allowed(tmp_path):
     raw = raw_params()
-    raw["train"]["learning_rate"], raw["baseline"]["max_queries"] = 1, 7
+    raw["train"]["losses"]["triplet"]["learning_rate"], raw["baseline"]["max_queries"] = 1, 7
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     params = load_params(path)
-    assert params.train.learning_rate == 1.0 and isinstance(params.train.learning_rate, float)
+    lr = params.train.losses.triplet.learning_rate
+    assert lr == 1.0 and isinstance(lr, float)
     assert params.baseline.max_queries == 7 and params.preprocess.max_frames is None
 
 
@@ -210,13 +213,13 @@ def _stage_env() -> dict[str, str]:
 @pytest.mark.parametrize("stage", ["download", "preprocess", "validate", "train", "tune", "evaluate",
                                    "baseline"])
 def test_a_stage_with_a_typo_stops_in_one_line_before_any_work(tmp_path, stage):
-    (tmp_path / "params.yaml").write_text(PARAMS_FILE.read_text().replace("  learning_rate:", "  lerning_rate:"))
+    (tmp_path / "params.yaml").write_text(PARAMS_FILE.read_text().replace("  decay_rate:", "  decay_rte:"))
     out = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=tmp_path,
                          env=_stage_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
-        f"{stage}: error: params.yaml: unknown key train.lerning_rate (did you mean train.learning_rate?)"]
+        f"{stage}: error: params.yaml: unknown key train.decay_rte (did you mean train.decay_rate?)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing made
 
 

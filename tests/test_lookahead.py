@@ -116,9 +116,8 @@ def test_warmup_decay_by_hand_and_against_numpy():
 
 
 def test_make_optimizer_uses_params():
-    train = {"learning_rate": 0.002, "warmup_epochs": 1, "decay_rate": 0.9, "lookahead_k": 7,
-             "lookahead_alpha": 0.3}
-    opt = make_optimizer(train, steps_per_epoch=10)
+    train = {"warmup_epochs": 1, "decay_rate": 0.9, "lookahead_k": 7, "lookahead_alpha": 0.3}
+    opt = make_optimizer(train, steps_per_epoch=10, learning_rate=0.002)
     assert (opt.sync_period, opt.slow_step_size) == (7, 0.3)
     sched = opt.inner_optimizer._learning_rate
     assert float(sched(9)) == pytest.approx(0.002) and float(sched(20)) == pytest.approx(0.002 * 0.9)

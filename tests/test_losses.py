@@ -101,3 +101,84 @@ def test_gradients_are_finite_for_identical_embeddings():
 def test_unknown_mining():
     with pytest.raises(ValueError, match="unknown triplet mining"):
         L.triplet_loss(Y, E, 1.0, "hardest", soft=False)
+
+
+# ---------------------------------------------------------------- pair losses mined in P x K batches
+
+def _pk_batch(rng: np.random.Generator, single: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A random 4 works x 3 versions batch; with `single`, the last song a work of its own."""
+    e = rng.standard_normal((12, 5)).astype(np.float32)
+    labels = np.repeat(np.arange(4), 3)
+    if single:
+        labels[-1] = 7
+    return e, labels
+
+
+def test_mined_negatives_by_hand():
+    # E, Y above: d(0,2)=1 d(0,3)=5 d(1,2)=1 d(1,3)=3 (negatives); positives d(0,1)=2, d(2,3)=4
+    assert L.mined_negatives_np(E, Y, "hard") == [(0, 2), (1, 2), (2, 0), (3, 1)]
+    # semi-hard, per (a, p): (0,1): nearest > 2 is 3 -> 5; (1,0): 3 -> 3; (2,3): none > 4 ->
+    # farthest 1 (n=0, tie with 1: the first); (3,2): 5 -> n=0
+    assert L.mined_negatives_np(E, Y, "semi_hard") == [(0, 3), (1, 3), (2, 0), (3, 0)]
+    assert len(L.mined_negatives_np(E, Y, "all")) == 8
+
+
+def test_mined_contrastive_by_hand():
+    # positives: d^2 = 4, 4, 16, 16 -> mean 10; hard negatives (m = 2): d = 1, 1, 1, 3 ->
+    # (2-1)^2 x 3 + 0 -> mean 0.75; balanced: (10 + 0.75) / 2
+    assert L.mined_contrastive_np(E, Y, 2.0, "hard") == pytest.approx(5.375)
+    assert float(L.mined_contrastive_loss(Y, E, 2.0, "hard")) == pytest.approx(5.375, rel=1e-5)
+    # all negatives (m = 2): d = 1, 5, 1, 3 (twice each) -> (1 + 0 + 1 + 0) / 4 = 0.5
+    assert L.mined_contrastive_np(E, Y, 2.0, "all") == pytest.approx(5.25)
+    assert float(L.mined_contrastive_loss(Y, E, 2.0, "all")) == pytest.approx(5.25, rel=1e-5)
+
+
+@pytest.mark.parametrize("mining", ["all", "hard", "semi_hard"])
+def test_mined_contrastive_matches_numpy_on_random_pk_batches(mining):
+    rng = np.random.default_rng(5)
+    for trial in range(4):
+        e, labels = _pk_batch(rng, single=bool(trial % 2))
+        got = float(L.mined_contrastive_loss(labels, e, 3.0, mining))
+        assert got == pytest.approx(L.mined_contrastive_np(e, labels, 3.0, mining), rel=1e-4)
+
+
+def _head_fn(w: np.ndarray, bias: float):
+    """The BCE head's logits w . |e1 - e2| + bias, as encoders.head_logits computes them."""
+    from keras import ops
+
+    return lambda a, b: ops.sum(ops.abs(a - b) * w, axis=-1) + bias
+
+
+def test_mined_bce_by_hand():
+    # head: logit = -|e1 - e2| + 1. Positives (d = 2, 2, 4, 4): logits -1, -3 -> bce
+    # softplus(-z); hard negatives d = 1, 1, 1, 3: logits 0, 0, 0, -2 -> softplus(z)
+    w, bias = np.array([-1.0], np.float32), 1.0
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    want = 0.5 * (sp(1.0) + sp(3.0)) / 2 + 0.5 * (3 * sp(0.0) + sp(-2.0)) / 4
+    assert L.mined_bce_np(E, Y, w, bias, "hard") == pytest.approx(want)
+    assert float(L.mined_bce_loss(Y, E, _head_fn(w, bias), "hard")) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("mining", ["all", "hard", "semi_hard"])
+def test_mined_bce_matches_numpy_on_random_pk_batches(mining):
+    rng = np.random.default_rng(6)
+    for trial in range(4):
+        e, labels = _pk_batch(rng, single=bool(trial % 2))
+        w, bias = rng.standard_normal(5).astype(np.float32), float(rng.standard_normal())
+        got = float(L.mined_bce_loss(labels, e, _head_fn(w, bias), mining))
+        assert got == pytest.approx(L.mined_bce_np(e, labels, w, bias, mining), rel=1e-4)
+
+
+def test_balanced_weighting_counts_each_class_half():
+    # one positive pair among many negatives: its term weighs 1/2 whatever the batch size
+    e = np.array([[0.0], [1.0], [10.0], [20.0], [30.0]], np.float32)
+    labels = np.array([0, 0, 1, 2, 3])
+    assert L.mined_contrastive_np(e, labels, 0.5, "all") == pytest.approx(0.5 * 1.0)
+    assert float(L.mined_contrastive_loss(labels, e, 0.5, "all")) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_unknown_pair_mining():
+    with pytest.raises(ValueError, match="unknown pair mining"):
+        L.mined_contrastive_loss(Y, E, 1.0, "hardest")
+    with pytest.raises(ValueError, match="unknown bce mining"):
+        L.mined_bce_loss(Y, E, _head_fn(np.ones(1, np.float32), 0.0), "batch_hard")

@@ -148,6 +148,12 @@ def test_make_dataset_modes(loss, sampling):
     np.testing.assert_array_equal(flat(two_epochs[3:]), flat(batches))
 
 
+def test_pair_losses_use_pk_batches_with_batch_sampling():
+    for loss in ("contrastive", "bce", "triplet"):
+        assert P.mode_for({**TRAIN, "loss": loss, "negative_sampling": "batch"}) == "pk"
+        assert P.batch_items({**TRAIN, "loss": loss, "negative_sampling": "batch"}) == 6
+
+
 def test_mode_errors():
     with pytest.raises(CoveridError, match="negative_sampling"):
         P.mode_for({**TRAIN, "negative_sampling": "semi"})

@@ -139,7 +139,7 @@ def test_hardest_negative_is_the_closest_other_work(data):
     e1 = np.asarray(trainer.encoder(x1, training=False))
     e2 = np.asarray(trainer.encoder(x2, training=False))
     cands, cw = np.concatenate([e1, e2]), np.concatenate([w[:, 0], w[:, 1]])
-    m = params["train"]["margin"]
+    m = params["train"]["losses"]["contrastive"]["margin"]
     terms = []
     for i in range(len(e1)):
         terms.append(np.sum((e1[i] - e2[i]) ** 2))
@@ -148,9 +148,53 @@ def test_hardest_negative_is_the_closest_other_work(data):
     assert got == pytest.approx(np.mean(terms), rel=1e-4)
 
 
+@pytest.mark.parametrize("loss, mining", [("contrastive", "hard"), ("contrastive", "semi_hard"),
+                                          ("bce", "semi_hard"), ("bce", "all")])
+def test_pair_losses_are_mined_in_pk_batches(data, loss, mining):
+    """negative_sampling batch: P x K batches, the step's loss is the numpy reference's on the
+    batch's embeddings (and the BCE head's weights)."""
+    from coverid.model.losses import mined_bce_np, mined_contrastive_np
+
+    tr, _ = data
+    params = tiny_params(loss=loss, negative_sampling="batch", **{f"losses.{loss}.mining": mining})
+    trainer = Trainer(params, (23, L), default_setup())
+    assert trainer.mode == "pk"
+    x, w = next(iter(make_dataset(tr.features, encode_labels(tr.work_id), params["train"], 7, 0)))
+    got = float(trainer.loss((x, w), training=False))
+    e, w = np.asarray(trainer.encoder(x, training=False)), np.asarray(w)
+    cfg = params["train"]["losses"][loss]
+    if loss == "contrastive":
+        want = mined_contrastive_np(e, w, cfg["margin"], mining)
+    else:
+        want = mined_bce_np(e, w, *trainer.head_arrays(), mining)
+    assert got == pytest.approx(want, rel=1e-4)
+
+
+def test_bce_in_pk_batches_trains(data):
+    tr, va = data
+    res = fit(tiny_params(loss="bce", negative_sampling="batch", epochs=1), tr, va, None,
+              default_setup())
+    assert np.isfinite(res.state.history[0]["loss"]) and res.head is not None
+
+
+def test_bce_head_starts_as_a_standardised_l1_distance(data):
+    from coverid.train.fit import init_head
+
+    tr, _ = data
+    trainer = Trainer(tiny_params(loss="bce"), (23, L), default_setup())
+    init_head(trainer, tr.features, 7, n=len(tr.features))
+    e = np.asarray(trainer.encoder(tr.features, training=False), np.float64)
+    l1 = np.array([np.abs(e[i] - e[j]).sum() for i in range(len(e)) for j in range(i + 1, len(e))])
+    w, bias = trainer.head_arrays()
+    np.testing.assert_allclose(w, -1.0 / l1.std(), rtol=1e-4)
+    z = np.abs(e[0] - e[1]) @ w + bias  # logits are L1 distances standardised, negated
+    assert z == pytest.approx((l1.mean() - l1[0]) / l1.std(), rel=1e-3, abs=1e-3)
+
+
 def test_triplet_step_in_a_mirrored_strategy(data):
     tr, va = data
-    params = tiny_params(epochs=1, steps_per_epoch=1, loss="triplet", mining="semi_hard")
+    params = tiny_params(epochs=1, steps_per_epoch=1, loss="triplet",
+                         **{"losses.triplet.mining": "semi_hard"})
     setup = DeviceSetup(tf.distribute.MirroredStrategy(["/cpu:0"]), "mirrored")
     res = fit(params, tr, va, None, setup)
     assert np.isfinite(res.state.history[0]["loss"]) and res.devices["replicas"] == 1

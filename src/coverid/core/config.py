@@ -38,7 +38,8 @@ Pooling = Literal["attention", "mean", "max"]
 PitchPool = Literal["early", "late", "gram", "key"]
 Loss = Literal["contrastive", "bce", "triplet"]
 Mining = Literal["batch_hard", "semi_hard"]
-NegativeSampling = Literal["random", "hardest"]
+PairMining = Literal["all", "hard", "semi_hard"]
+NegativeSampling = Literal["batch", "random", "hardest"]
 Objective = Literal["f1", "balanced_accuracy"]
 Method = Literal["qmax", "dtw"]
 DistanceType = Literal["asymmetric", "symmetric"]
@@ -318,18 +319,47 @@ class Augment(Section):
 
 
 @dataclass
-class Train(Section):
-    """Loss, batches, optimiser, stopping, checkpoints and devices."""
-    loss: Loss
+class TripletLoss(Section):
+    """The triplet loss's settings."""
     margin: float
     mining: Mining
     soft_margin: bool
+    learning_rate: float
+
+
+@dataclass
+class ContrastiveLoss(Section):
+    """The contrastive loss's settings."""
+    margin: float
+    mining: PairMining
+    learning_rate: float
+
+
+@dataclass
+class BceLoss(Section):
+    """The BCE head loss's settings."""
+    mining: PairMining
+    learning_rate: float
+
+
+@dataclass
+class Losses(Section):
+    """Each loss's own settings; `train.loss` picks the one used."""
+    triplet: TripletLoss
+    contrastive: ContrastiveLoss
+    bce: BceLoss
+
+
+@dataclass
+class Train(Section):
+    """Loss, batches, optimiser, stopping, checkpoints and devices."""
+    loss: Loss
+    losses: Losses
     epochs: int
     steps_per_epoch: int
     batch_size: int
     works_per_batch: int
     versions_per_work: int
-    learning_rate: float
     warmup_epochs: int
     decay_rate: float
     lookahead_k: int

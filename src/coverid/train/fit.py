@@ -43,7 +43,14 @@ from coverid.model.encoders import (
     head_logits,
     init_encoder,
 )
-from coverid.model.losses import bce_loss, contrastive_loss, euclidean, triplet_loss
+from coverid.model.losses import (
+    bce_loss,
+    contrastive_loss,
+    euclidean,
+    mined_bce_loss,
+    mined_contrastive_loss,
+    triplet_loss,
+)
 from coverid.train.devices import setup_devices
 from coverid.train.lookahead import make_optimizer
 from coverid.train.pairs import batch_items, encode_labels, make_dataset, mode_for
@@ -100,6 +107,7 @@ class Trainer:
         if self.loss_name not in ("contrastive", "bce", "triplet"):
             raise CoveridError(f"unknown train.loss {self.loss_name!r}; "
                                "expected contrastive | bce | triplet")
+        self.loss_cfg = self.train["losses"][self.loss_name]
         with self.strategy.scope():
             self.encoder = build_encoder(params["model"], input_shape)
             dim = embedding_size(self.encoder)
@@ -108,7 +116,8 @@ class Trainer:
                                    "model.projection_dim: null (its head must see the embedding "
                                    "the loss trains)")
             self.head = build_head(dim) if self.loss_name == "bce" else None
-            self.optimizer = make_optimizer(self.train, self.train["steps_per_epoch"])
+            self.optimizer = make_optimizer(self.train, self.train["steps_per_epoch"],
+                                            self.loss_cfg["learning_rate"])
             if setup.mixed_precision:
                 import keras
 
@@ -133,7 +142,16 @@ class Trainer:
 
         if self.loss_name == "bce":
             return bce_loss(y, head_logits(self.head, e1, e2))
-        return contrastive_loss(y, euclidean(e1, e2), self.train["margin"])
+        return contrastive_loss(y, euclidean(e1, e2), self.loss_cfg["margin"])
+
+    def _batch_loss(self, w, e):
+        """The loss of a P x K batch of embeddings `e` with work labels `w`, mined in the batch."""
+        cfg = self.loss_cfg
+        if self.loss_name == "triplet":
+            return triplet_loss(w, e, cfg["margin"], cfg["mining"], bool(cfg["soft_margin"]))
+        if self.loss_name == "contrastive":
+            return mined_contrastive_loss(w, e, cfg["margin"], cfg["mining"])
+        return mined_bce_loss(w, e, lambda a, b: head_logits(self.head, a, b), cfg["mining"])
 
     def _score_matrix(self, a, b):
         """(len(a), len(b)) dissimilarity used to pick the hardest negatives."""
@@ -150,8 +168,7 @@ class Trainer:
 
         if self.mode == "pk":
             x, w = batch
-            return triplet_loss(w, self.encoder(x, training=training), self.train["margin"],
-                                self.train["mining"], bool(self.train["soft_margin"]))
+            return self._batch_loss(w, self.encoder(x, training=training))
         (x1, x2), extra = batch
         n = ops.shape(x1)[0]
         e = self.encoder(ops.concatenate([x1, x2], axis=0), training=training)
@@ -197,7 +214,8 @@ class Trainer:
         if not losses:
             raise CoveridError("an epoch has no batches (train.steps_per_epoch must be >= 1)")
         if not all(math.isfinite(v) for v in losses):
-            raise CoveridError("training diverged (non-finite loss); lower train.learning_rate")
+            raise CoveridError("training diverged (non-finite loss); lower the loss's "
+                               "learning_rate (train.losses)")
         return float(np.mean(losses))
 
     def learning_rate(self) -> float:
@@ -207,6 +225,18 @@ class Trainer:
     def head_arrays(self) -> tuple[np.ndarray, float] | None:
 
         return head_arrays(self.head) if self.head is not None else None
+
+
+def init_head(trainer: Trainer, x: np.ndarray, seed: int, n: int = 256) -> None:
+    """Start the BCE head as a standardised L1 distance, w = -1/s and bias = m/s (m, s: mean and
+    spread of the L1 distances between `n` sampled training songs): a random start weighs
+    thousands of dimensions at random, and the head does not unlearn that in a short training."""
+    rows = np.random.default_rng(seed).permutation(len(x))[:n]
+    e = np.asarray(trainer.encoder.predict(x[rows], batch_size=64, verbose=0), np.float64)
+    l1 = np.concatenate([np.abs(e[i + 1:] - e[i]).sum(1) for i in range(len(e) - 1)])
+    m, s = float(l1.mean()), float(l1.std()) or 1.0
+    kernel, bias = trainer.head.get_weights()
+    trainer.head.set_weights([np.full_like(kernel, -1.0 / s), np.full_like(bias, m / s)])
 
 
 # ---------------------------------------------------------------- validation
@@ -336,6 +366,8 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     seed_everything(seed, deterministic_ops=not setup.gpus)
     trainer = Trainer(params, tuple(train_fs.features.shape[1:]), setup)
     init_encoder(params["model"], trainer.encoder, train_fs.features, seed)
+    if trainer.head is not None:
+        init_head(trainer, train_fs.features, seed)
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     state, best_weights = _resume(ckpt if train["resume"] else None, trainer, key,

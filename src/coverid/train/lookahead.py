@@ -141,9 +141,10 @@ def warmup_decay_np(step: np.ndarray, learning_rate: float, warmup_steps: int,
     return np.where(s < warmup_steps, warm, decayed)
 
 
-def make_optimizer(train: dict, steps_per_epoch: int) -> Lookahead:
-    """Adam wrapped in Lookahead, with the warm-up/decay schedule, from the train params."""
-    schedule = WarmupDecay(train["learning_rate"], train["warmup_epochs"] * steps_per_epoch,
+def make_optimizer(train: dict, steps_per_epoch: int, learning_rate: float) -> Lookahead:
+    """Adam wrapped in Lookahead, with the warm-up/decay schedule of the train params peaking at
+    `learning_rate` (the loss's, train.losses)."""
+    schedule = WarmupDecay(learning_rate, train["warmup_epochs"] * steps_per_epoch,
                            train["decay_rate"], steps_per_epoch)
     return Lookahead(keras.optimizers.Adam(learning_rate=schedule),
                      sync_period=train["lookahead_k"], slow_step_size=train["lookahead_alpha"])

@@ -9,7 +9,8 @@ Modes:
 - `positives`: batches of positive pairs with both songs' work labels; negatives are mined in
   the batch by the train step (`train.negative_sampling: hardest`).
 - `pk`: batches of P works x K versions (`works_per_batch`, `versions_per_work`) with labels,
-  for the triplet loss; versions are drawn without replacement when the work has K or more.
+  for the triplet loss and for pair losses mined in the batch (`train.negative_sampling:
+  batch`); versions are drawn without replacement when the work has K or more.
 With `train.singleton_positives`, single-version (noise) songs of the train split also act as
 works whose "versions" are independent augmentations of the one song (more works to learn
 from; the augmentations stand in for real version differences).
@@ -295,18 +296,18 @@ def augment(x, seed, aug: dict[str, Any], work_seed=None, key=None):
 
 def mode_for(train: dict[str, Any]) -> str:
     """The batch mode the loss and negative sampling call for."""
-    if train["loss"] == "triplet":
+    if train["loss"] == "triplet" or train["negative_sampling"] == "batch":
         return "pk"
     if train["negative_sampling"] == "hardest":
         return "positives"
     if train["negative_sampling"] != "random":
         raise CoveridError(f"unknown train.negative_sampling {train['negative_sampling']!r}; "
-                           "expected random | hardest")
+                           "expected batch | random | hardest")
     return "pairs"
 
 
 def batch_items(train: dict[str, Any], labels: np.ndarray | None = None) -> int:
-    """Songs embedded per batch (two per pair; P x K for triplets, P at most the number of
+    """Songs embedded per batch (two per pair; P x K in P x K batches, P at most the number of
     works in `labels` when given, as `sample_pk` draws)."""
     if mode_for(train) == "pk":
         p = train["works_per_batch"]
