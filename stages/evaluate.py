@@ -21,9 +21,16 @@ from coverid.eval.evaluate import (
     holdout_metrics,
     log_to_training_run,
     read_report,
+    split_prefix,
     write_report,
 )
-from coverid.model.registry import maybe_promote, tag_version, test_set_key, test_tags, version_of_run
+from coverid.model.registry import (
+    maybe_promote,
+    tag_version,
+    test_set_key,
+    test_tags,
+    version_of_run,
+)
 
 PLOTS = paths.PLOTS / "eval"
 
@@ -46,7 +53,7 @@ def main() -> None:
         songs = load_split(params, HOLDOUT)
         holdout = evaluate(params, embedder, songs, threshold,
                            read_report(paths.REPORTS / "baseline_holdout.json", required=False),
-                           baseline_seconds(timings, f"{HOLDOUT}_"))
+                           baseline_seconds(timings, split_prefix(HOLDOUT)))
         extra = params["data"]["extra"]["source"]
         names = (names[0], f"Hold-out ({extra}: test works of data.extra, never seen in training)")
     write_report(report, test, paths.REPORTS, embedder.config, holdout, names)

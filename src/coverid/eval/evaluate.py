@@ -13,6 +13,7 @@ import numpy as np
 
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.io import read_json, write_json, write_npz, write_text
+from coverid.data.splits import HOLDOUT
 from coverid.data.store import FeatureSet
 from coverid.eval import plots
 from coverid.eval.baselines import select_queries
@@ -170,12 +171,19 @@ def baseline_queries(params: dict[str, Any], work_id: np.ndarray,
     return queries
 
 
+def split_prefix(split: str) -> str:
+    """How a split's figures are named beside the test split's: "" for test, "holdout_" for
+    the hold-out (holdout_map, holdout_qmax_seconds_per_query, ...)."""
+    return "" if split == "test" else f"{split}_"
+
+
 def baseline_seconds(timings: dict[str, float], prefix: str) -> dict[str, float]:
     """{method: seconds per query} from the baseline stage's timings: keys `<method>_seconds_per_query`
-    for the test split, `<prefix><method>_...` for another (prefix "holdout_")."""
+    for the test split, `<prefix><method>_...` for another (split_prefix)."""
+    other = split_prefix(HOLDOUT)
     return {k.removeprefix(prefix).removesuffix("_seconds_per_query"): v for k, v in timings.items()
             if k.endswith("_seconds_per_query") and k.startswith(prefix)
-            and (prefix or not k.startswith("holdout_"))}
+            and (prefix or not k.startswith(other))}
 
 
 def read_report(path: str | Path, required: bool = True) -> dict[str, Any] | None:
@@ -244,7 +252,7 @@ def holdout_metrics(holdout: EvalReport | None) -> dict[str, Any]:
     files, so that `dvc exp show` keeps short columns); {} without a hold-out."""
     if holdout is None:
         return {}
-    return {f"holdout_{k}": holdout.evaluation.metrics[k] for k in HOLDOUT_KEYS}
+    return {f"{split_prefix(HOLDOUT)}{k}": holdout.evaluation.metrics[k] for k in HOLDOUT_KEYS}
 
 
 def write_report(report: EvalReport, test: FeatureSet, reports: Path, model: dict[str, Any],
