@@ -48,6 +48,7 @@ TINY = {
     "model.bag.patch": 3,
     "model.bag.lags": [3],
     "model.bag.codes": 8,
+    "model.projection_dim": 16,  # 64 -> 16: the whitening fitted after training, end to end
     "train.epochs": 2,
     "train.steps_per_epoch": 2,
     "train.batch_size": 8,

@@ -1,4 +1,5 @@
-"""The learned projection: shapes, unit norm, seeded start, save/load, and off = the old encoder."""
+"""The projection: shapes, unit norm, seeded start, save/load, off = the old encoder, and the
+whitening fitted after training (whiten.py)."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,6 @@ from conftest import model_config, repo_params
 
 keras = pytest.importorskip("keras")
 
-from coverid.core.config import with_overrides  # noqa: E402
 from coverid.core.errors import CoveridError  # noqa: E402
 from coverid.features.transform import tile_pitch  # noqa: E402
 from coverid.model.bag import build_bag  # noqa: E402
@@ -109,7 +109,7 @@ def test_move_is_projected_too():
 @pytest.mark.parametrize("trainable", [False, True])
 def test_save_load_round_trip_is_exact_and_reproducible(tmp_path, trainable):
     x = songs(4)
-    enc = build_encoder({**BAG, "projection_trainable": trainable}, (23, 40))
+    enc = build_encoder({**BAG, "projection": "trained" if trainable else "whiten"}, (23, 40))
     init_encoder(BAG, enc, x, seed=5)
     config = model_config(embedding_dim=6, spect_len=40)
     save_embedder(tmp_path / "a", enc, config)
@@ -125,7 +125,7 @@ def test_save_load_round_trip_is_exact_and_reproducible(tmp_path, trainable):
 
 @pytest.mark.parametrize("trainable", [False, True])
 def test_a_fixed_projection_trains_the_full_embedding(trainable):
-    enc = build_encoder({**BAG, "projection_trainable": trainable}, (23, 40))
+    enc = build_encoder({**BAG, "projection": "trained" if trainable else "whiten"}, (23, 40))
     x = songs(3)
     init_encoder(BAG, enc, x, seed=0)
     proj = projection_of(enc)
@@ -135,14 +135,14 @@ def test_a_fixed_projection_trains_the_full_embedding(trainable):
     assert np.asarray(enc(x, training=False)).shape == (3, 6)
 
 
-def test_the_bce_head_needs_the_embedding_the_loss_trains():
+@pytest.mark.parametrize("kind", ["whiten", "trained"])
+def test_the_bce_head_sees_the_embedding_the_loss_trains(kind):
     from coverid.train.devices import setup_devices
     from coverid.train.fit import Trainer
 
-    params = repo_params({"train.loss": "bce", "model.projection_dim": 6, "model.bag.downsample": 2,
-                          "model.bag.patch": 3, "model.bag.codes": 4, "model.bag.lags": [2],
-                          "model.bag.unigrams": True, "model.bag.key_rolls": 1})
-    with pytest.raises(CoveridError, match="bce needs model.projection_trainable"):
-        Trainer(params, (23, 40), setup_devices(params["train"]))
-    learned = with_overrides(params, {"model.projection_trainable": True})
-    assert Trainer(learned, (23, 40), setup_devices(learned["train"])).head is not None
+    params = repo_params({"train.loss": "bce", "model.projection_dim": 6, "model.projection": kind,
+                          "model.bag.downsample": 2, "model.bag.patch": 3, "model.bag.codes": 4,
+                          "model.bag.lags": [2], "model.bag.unigrams": True, "model.bag.key_rolls": 1})
+    trainer = Trainer(params, (23, 40), setup_devices(params["train"]))
+    # a fixed projection: the head learns on the full embedding (and is refitted after training)
+    assert trainer.head.kernel.shape == ((6 if kind == "trained" else FULL), 1)

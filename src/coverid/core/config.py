@@ -40,6 +40,7 @@ Loss = Literal["contrastive", "bce", "triplet"]
 Mining = Literal["batch_hard", "semi_hard"]
 PairMining = Literal["all", "hard", "semi_hard"]
 NegativeSampling = Literal["batch", "random", "hardest"]
+ProjectionKind = Literal["whiten", "random", "trained"]
 Objective = Literal["f1", "balanced_accuracy"]
 Method = Literal["qmax", "dtw"]
 DistanceType = Literal["asymmetric", "symmetric"]
@@ -296,7 +297,8 @@ class Model(Section):
     arch: Arch
     embedding_dim: int
     projection_dim: int | None
-    projection_trainable: bool
+    projection: ProjectionKind
+    projection_shrinkage: float
     move: Move
     bag: Bag
 
@@ -340,6 +342,7 @@ class BceLoss(Section):
     """The BCE head loss's settings."""
     mining: PairMining
     learning_rate: float
+    refit_negatives: int
 
 
 @dataclass

@@ -7,11 +7,12 @@
   a linear embedding and optional L2 normalisation.
 
 Any encoder whose embedding is wider than `model.projection_dim` ends in a linear projection
-to that many dimensions and an L2 normalisation (`Projection`) from a seeded scaled random
-orthogonal matrix (`init_projection`): the bag's 16,384 dims become 512, so a million songs
-take 2 GB instead of 64 GB. With `model.projection_trainable` the projection is trained
-jointly with the loss; without, the loss trains the full embedding and only inference (and
-validation) projects it, a fixed Johnson-Lindenstrauss map (benchmarks/bench_projection.py).
+`Projection` (x W + b, L2-normalised) to that many dimensions: the bag's 16,384 dims become 512,
+so a million songs take 2 GB instead of 64 GB. `model.projection` picks W and b: `whiten`
+(default) leaves training to the full embedding and then sets them to the PCA whitening of the
+training songs' embeddings (whiten.py, train/fit.py); `random` is a fixed seeded orthogonal
+map (`init_projection`, Johnson-Lindenstrauss); `trained` learns them jointly with the loss
+(benchmarks/bench_projection.py).
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ class L2Normalize(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="coverid")
 class Projection(layers.Layer):
-    """(B, D) -> (B, dim): x W (no bias), scaled to unit L2 norm. A non-trainable projection
-    passes x through unchanged while training (the loss sees the full embedding)."""
+    """(B, D) -> (B, dim): x W + b, scaled to unit L2 norm. A non-trainable projection passes x
+    through unchanged while training (the loss sees the full embedding)."""
 
     def __init__(self, dim: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -121,11 +122,12 @@ class Projection(layers.Layer):
         std = 1.0 / np.sqrt(self.dim)
         self.kernel = self.add_weight(name="kernel", shape=(shape[-1], self.dim),
                                       initializer=keras.initializers.RandomNormal(0.0, std))
+        self.bias = self.add_weight(name="bias", shape=(self.dim,), initializer="zeros")
 
     def call(self, x, training=False):
         if training and not self.trainable:
             return x  # a fixed projection: the loss trains the full embedding it approximates
-        y = ops.matmul(x, ops.cast(self.kernel, x.dtype))
+        y = ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)
         return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
 
     def compute_output_shape(self, shape):
@@ -155,17 +157,38 @@ def add_projection(encoder: keras.Model, dim: int | None, trainable: bool) -> ke
     return keras.Model(encoder.input, out, name=encoder.name)
 
 
+def projection_of(encoder: keras.Model) -> Projection | None:
+    """The encoder's Projection layer, if it has one."""
+    return next((layer for layer in encoder.layers if isinstance(layer, Projection)), None)
+
+
 def init_projection(encoder: keras.Model, seed: int) -> None:
     """Set the encoder's projection, if it has one, to `projection_matrix` from `seed`."""
-    proj = next((layer for layer in encoder.layers if isinstance(layer, Projection)), None)
+    proj = projection_of(encoder)
     if proj is not None:
         d_in, dim = proj.kernel.shape
         proj.kernel.assign(projection_matrix(int(d_in), int(dim), seed))
 
 
+def set_projection(encoder: keras.Model, kernel: np.ndarray, bias: np.ndarray) -> None:
+    """Set the encoder's projection to x kernel + bias (e.g. a fitted whitening)."""
+    proj = projection_of(encoder)
+    if proj is None:
+        raise ValueError("the encoder has no projection")
+    proj.kernel.assign(kernel)
+    proj.bias.assign(bias)
+
+
 def has_fixed_projection(encoder: keras.Model) -> bool:
     """Whether the encoder ends in a non-trainable projection (training sees the full embedding)."""
-    return any(isinstance(layer, Projection) and not layer.trainable for layer in encoder.layers)
+    proj = projection_of(encoder)
+    return proj is not None and not proj.trainable
+
+
+def full_embedding(encoder: keras.Model) -> keras.Model:
+    """The encoder without its projection (the embedding the projection maps), or itself."""
+    proj = projection_of(encoder)
+    return encoder if proj is None else keras.Model(encoder.input, proj.input, name=encoder.name)
 
 
 def _pitch_rows(x, n_rows: int):
@@ -265,7 +288,7 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
     `model.projection_dim` when wider; outputs are float32 even under a mixed-precision policy.
     """
     arch = model["arch"]
-    dim, trainable = model["projection_dim"], bool(model["projection_trainable"])
+    dim, trainable = model["projection_dim"], model["projection"] == "trained"
     if dim is not None and dim < 1:
         raise CoveridError(f"model.projection_dim must be >= 1 or null, got {dim}")
     if arch == "seed":

@@ -38,10 +38,12 @@ from coverid.model.encoders import (
     build_encoder,
     build_head,
     embedding_size,
+    full_embedding,
     has_fixed_projection,
     head_arrays,
     head_logits,
     init_encoder,
+    set_projection,
 )
 from coverid.model.losses import (
     bce_loss,
@@ -51,6 +53,7 @@ from coverid.model.losses import (
     mined_contrastive_loss,
     triplet_loss,
 )
+from coverid.model.whiten import fit_head, project, whitening
 from coverid.train.devices import setup_devices
 from coverid.train.lookahead import make_optimizer
 from coverid.train.pairs import batch_items, encode_labels, make_dataset, mode_for
@@ -110,11 +113,10 @@ class Trainer:
         self.loss_cfg = self.train["losses"][self.loss_name]
         with self.strategy.scope():
             self.encoder = build_encoder(params["model"], input_shape)
-            dim = embedding_size(self.encoder)
-            if self.loss_name == "bce" and has_fixed_projection(self.encoder):
-                raise CoveridError("train.loss bce needs model.projection_trainable: true or "
-                                   "model.projection_dim: null (its head must see the embedding "
-                                   "the loss trains)")
+            # the loss (and the BCE head) sees the full embedding under a fixed projection
+            self.trained_encoder = full_embedding(self.encoder) if has_fixed_projection(
+                self.encoder) else self.encoder
+            dim = embedding_size(self.trained_encoder)
             self.head = build_head(dim) if self.loss_name == "bce" else None
             self.optimizer = make_optimizer(self.train, self.train["steps_per_epoch"],
                                             self.loss_cfg["learning_rate"])
@@ -232,7 +234,7 @@ def init_head(trainer: Trainer, x: np.ndarray, seed: int, n: int = 256) -> None:
     spread of the L1 distances between `n` sampled training songs): a random start weighs
     thousands of dimensions at random, and the head does not unlearn that in a short training."""
     rows = np.random.default_rng(seed).permutation(len(x))[:n]
-    e = np.asarray(trainer.encoder.predict(x[rows], batch_size=64, verbose=0), np.float64)
+    e = np.asarray(trainer.trained_encoder.predict(x[rows], batch_size=64, verbose=0), np.float64)
     l1 = np.concatenate([np.abs(e[i + 1:] - e[i]).sum(1) for i in range(len(e) - 1)])
     m, s = float(l1.mean()), float(l1.std()) or 1.0
     kernel, bias = trainer.head.get_weights()
@@ -242,12 +244,13 @@ def init_head(trainer: Trainer, x: np.ndarray, seed: int, n: int = 256) -> None:
 # ---------------------------------------------------------------- validation
 
 def validation_map(trainer: Trainer, x: np.ndarray, work_id: np.ndarray, batch_size: int) -> float:
-    """MAP of the val songs against each other (NaN when no val work has two versions)."""
+    """MAP of the val songs against each other (NaN when no val work has two versions), on the
+    embedding the loss trains (a fixed projection is fitted or applied after training)."""
     if len(x) < 2 or len(np.unique(work_id)) == len(work_id):
         return float("nan")
-    fn = getattr(trainer, "_embed_fn", None) or make_embed_fn(trainer.encoder)
+    fn = getattr(trainer, "_embed_fn", None) or make_embed_fn(trainer.trained_encoder)
     trainer._embed_fn = fn
-    e = embed_batches(fn, x, batch_size, embedding_size(trainer.encoder))
+    e = embed_batches(fn, x, batch_size, embedding_size(trainer.trained_encoder))
     head = trainer.head_arrays()
     dist = pairwise(e, e, "bce" if head is not None else "euclidean", head)
     return float(retrieval_metrics(dist, work_id)["map"])
@@ -416,7 +419,34 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
         _set_weights(trainer, best_weights)
     if ckpt is not None:
         shutil.rmtree(ckpt, ignore_errors=True)
-    return FitResult(trainer.encoder, trainer.head_arrays(), state, setup.describe())
+    head = finish_projection(params, trainer, train_fs, items)
+    return FitResult(trainer.encoder, head, state, setup.describe())
+
+
+def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: FeatureSet,
+                      batch_size: int) -> tuple[np.ndarray, float] | None:
+    """Fit a `whiten` projection to the training songs' full embeddings and, under any fixed
+    projection, refit the BCE head on the projected ones; the head's arrays (None: no head)."""
+    if not has_fixed_projection(trainer.encoder):
+        return trainer.head_arrays()
+    model = params["model"]
+    full = embed_batches(make_embed_fn(trainer.trained_encoder), train_fs.features, batch_size,
+                         embedding_size(trainer.trained_encoder))
+    if model["projection"] == "whiten":
+        if len(full) < model["projection_dim"]:
+            raise CoveridError(f"model.projection_dim {model['projection_dim']}: the whitening needs "
+                               f"at least that many training songs, got {len(full)} (lower it, or "
+                               "set model.projection: random)")
+        kernel, bias = whitening(full, int(model["projection_dim"]), model["projection_shrinkage"])
+        set_projection(trainer.encoder, kernel, bias)
+        log.info("projection: PCA whitening of %d training songs, %d -> %d dims", len(full),
+                 full.shape[1], kernel.shape[1])
+    if trainer.head is None:
+        return None
+    proj = trainer.encoder.get_layer("projection")
+    projected = project(full, np.asarray(proj.kernel), np.asarray(proj.bias))
+    return fit_head(projected, train_fs.work_id, params["train"]["losses"]["bce"]["refit_negatives"],
+                    int(params["seed"]))
 
 
 # ---------------------------------------------------------------- the stage's values

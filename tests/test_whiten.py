@@ -1,0 +1,167 @@
+"""The whitening projection fitted after training and the BCE head refitted on it (whiten.py)."""
+
+import numpy as np
+import pytest
+
+from coverid.model.whiten import fit_head, project, whitening
+
+
+def clustered(n_works: int = 30, versions: int = 4, d: int = 40, seed: int = 0):
+    """Non-negative unit rows (like the bag's counts): a work's versions share a pattern; one
+    loud shared direction dominates the variance without telling works apart."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((n_works, d)) ** 4
+    x = np.repeat(base, versions, axis=0) + 0.05 * rng.random((n_works * versions, d))
+    x[:, 0] += 3.0 * rng.random(len(x))  # loud, work-independent
+    labels = np.repeat(np.arange(n_works), versions)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+
+def map_of(e: np.ndarray, labels: np.ndarray) -> float:
+    """Retrieval MAP of every row against the others (numpy reference)."""
+    d = np.linalg.norm(e[:, None] - e[None], axis=-1)
+    aps = []
+    for q in range(len(e)):
+        order = [i for i in np.argsort(d[q], kind="stable") if i != q]
+        rel = labels[order] == labels[q]
+        hits = np.flatnonzero(rel)
+        aps.append(np.mean((np.arange(len(hits)) + 1) / (hits + 1)))
+    return float(np.mean(aps))
+
+
+def test_whitened_training_rows_have_zero_mean_and_unit_covariance():
+    x, _ = clustered()
+    w, b = whitening(x, dim=10, shrinkage=0.0)
+    y = x @ w + b
+    assert w.shape == (40, 10) and b.shape == (10,)
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.cov(y.T, bias=True), np.eye(10), atol=1e-4)
+
+
+def test_the_components_are_the_top_principal_axes_in_order():
+    x, _ = clustered()
+    w, _ = whitening(x, dim=5, shrinkage=0.0)
+    xc = x - x.mean(0)
+    var, vec = np.linalg.eigh(np.cov(xc.T, bias=True))
+    top = vec[:, ::-1][:, :5]
+    # each column is a top eigenvector divided by the square root of its eigenvalue (up to sign)
+    scaled = w * np.sqrt(var[::-1][:5])
+    np.testing.assert_allclose(np.abs(np.sum(scaled * top, axis=0)), 1.0, atol=1e-4)
+
+
+def test_shrinkage_damps_the_small_components_only_relatively():
+    x, _ = clustered()
+    w0, _ = whitening(x, dim=10, shrinkage=0.0)
+    w1, _ = whitening(x, dim=10, shrinkage=1.0)
+    gain = np.linalg.norm(w1, axis=0) / np.linalg.norm(w0, axis=0)
+    assert np.all(gain < 1.0) and np.all(np.diff(gain) < 1e-9)  # the smallest shrink most
+
+
+def test_whitening_is_deterministic_and_sign_fixed():
+    x, _ = clustered()
+    w, b = whitening(x, 8, 0.1)
+    w2, b2 = whitening(x[::-1].copy(), 8, 0.1)  # another row order, the same covariance
+    np.testing.assert_allclose(w, w2, atol=1e-5)
+    np.testing.assert_allclose(b, b2, atol=1e-5)
+    assert np.all(w[np.abs(w).argmax(0), np.arange(8)] > 0)
+
+
+def test_whitening_keeps_retrieval_where_the_loud_shared_direction_hides_it():
+    x, labels = clustered()
+    w, b = whitening(x, dim=20, shrinkage=0.1)
+    assert map_of(project(x, w, b), labels) > map_of(x, labels) + 0.05
+
+
+def test_whitening_needs_as_many_songs_as_dims():
+    x, _ = clustered(n_works=2, versions=2)
+    with pytest.raises(ValueError, match="at least 5 songs"):
+        whitening(x, dim=5, shrinkage=0.1)
+    with pytest.raises(ValueError, match="shrinkage"):
+        whitening(x, dim=2, shrinkage=-1.0)
+
+
+def test_project_is_unit_norm():
+    x, _ = clustered()
+    w, b = whitening(x, 6, 0.1)
+    y = project(x, w, b)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(y, (x @ w + b) / np.linalg.norm(x @ w + b, axis=1, keepdims=True),
+                               atol=1e-5)
+
+
+def test_refitted_head_scores_same_work_pairs_higher():
+    x, labels = clustered()
+    e = project(x, *whitening(x, 10, 0.1))
+    w, bias = fit_head(e, labels, n_negatives=2000, seed=0)
+    i, j = np.triu_indices(len(e), k=1)
+    logits = np.abs(e[i] - e[j]) @ w + bias
+    same = labels[i] == labels[j]
+    # nearly every positive pair outscores nearly every negative pair (ROC AUC)
+    auc = (logits[same][:, None] > logits[~same][None]).mean()
+    assert w.shape == (10,) and auc > 0.95
+    # same bytes from the same seed
+    w2, bias2 = fit_head(e, labels, n_negatives=2000, seed=0)
+    np.testing.assert_array_equal(w, w2)
+    assert bias == bias2
+
+
+def test_fit_head_needs_both_kinds_of_pair():
+    e = np.random.default_rng(0).random((4, 3))
+    with pytest.raises(ValueError, match="positive and negative"):
+        fit_head(e, np.arange(4), 10, 0)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "bce"])
+def test_fit_whitens_the_training_songs_and_refits_the_head(loss):
+    pytest.importorskip("tensorflow")
+    from conftest import make_feature_set
+    from test_train import default_setup, tiny_params
+
+    from coverid.core.config import with_overrides
+    from coverid.model.embedder import Embedder, metric_for
+    from coverid.model.encoders import full_embedding, projection_of
+    from coverid.train.fit import fit
+
+    tr = make_feature_set(n_works=4, versions=3, n_noise=1, spect_len=24, seed=0)
+    va = make_feature_set(n_works=3, versions=2, n_noise=1, spect_len=24, seed=1)
+    params = with_overrides(tiny_params(loss=loss, epochs=2), {"model.projection_dim": 4})
+    res = fit(params, tr, va, None, default_setup())
+    proj = projection_of(res.encoder)
+    assert not proj.trainable
+    full = np.asarray(full_embedding(res.encoder)(tr.features, training=False), np.float64)
+    assert full.shape == (len(tr.features), 8)
+    kernel, bias = np.asarray(proj.kernel, np.float64), np.asarray(proj.bias, np.float64)
+    # the training rows, projected, are whitened: zero mean, covariance var / (var + s mean(var))
+    # on the top 4 principal axes (compared as a covariance: the tiny model's near-equal
+    # components are not pinned down one by one)
+    y = full @ kernel + bias
+    var = np.linalg.svd(full - full.mean(0), compute_uv=False)[:4] ** 2 / len(full)
+    shrink = params["model"]["projection_shrinkage"]
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(np.cov(y.T, bias=True), np.diag(var / (var + shrink * var.mean())),
+                               atol=1e-3)
+    w, b = kernel, bias
+    embedder = Embedder(res.encoder, {"metric": metric_for(loss)}, res.head)
+    e = embedder.embed(tr.features)
+    np.testing.assert_allclose(e, project(full, w, b), atol=1e-4)
+    if loss == "bce":
+        head_w, head_b = fit_head(e, tr.work_id, params["train"]["losses"]["bce"]["refit_negatives"], 7)
+        assert res.head[0].shape == (4,)
+        np.testing.assert_allclose(res.head[0], head_w, rtol=1e-3, atol=1e-4)
+    else:
+        assert res.head is None
+
+
+def test_fit_says_when_there_are_too_few_songs_to_whiten():
+    pytest.importorskip("tensorflow")
+    from conftest import make_feature_set
+    from test_train import default_setup, tiny_params
+
+    from coverid.core.config import with_overrides
+    from coverid.core.errors import CoveridError
+    from coverid.train.fit import fit
+
+    tr = make_feature_set(n_works=2, versions=2, n_noise=0, spect_len=24, seed=0)
+    params = with_overrides(tiny_params(epochs=1), {"model.projection_dim": 6})
+    with pytest.raises(CoveridError, match="projection_dim 6: the whitening needs at least"):
+        fit(params, tr, tr, None, default_setup())
