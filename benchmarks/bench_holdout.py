@@ -52,7 +52,13 @@ def melody_corpus(params: dict, n_works: int, scratch: Path):
 
 def datasets(params: dict, n_works: int, scratch: Path) -> dict[str, Any]:
     """train, val, test (synth) and holdout FeatureSets, with N melody works in train + val."""
-    from coverid.data.splits import HOLDOUT, extra_params, load_dataset, split_mask, split_works
+    from coverid.data.splits import (
+        HOLDOUT,
+        extra_params,
+        load_dataset,
+        split_mask,
+        split_works,
+    )
     from coverid.data.store import concat
 
     fs, splits = load_dataset(params)

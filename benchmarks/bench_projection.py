@@ -51,7 +51,12 @@ def main() -> None:
     """Train (or load) once; rank full, whitened and random-projected embeddings; record."""
     from coverid.data.splits import HOLDOUT, load_dataset, split_mask
     from coverid.model.embedder import Embedder, load_embedder, metric_for
-    from coverid.model.encoders import full_embedding, projection_matrix, projection_of, set_projection
+    from coverid.model.encoders import (
+        full_embedding,
+        projection_matrix,
+        projection_of,
+        set_projection,
+    )
     from coverid.train.fit import fit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
