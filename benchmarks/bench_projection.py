@@ -9,6 +9,7 @@ orthogonal one (random). MAP plain and with the query expansion picked on val (a
 stage does). Writes reports/bench/projection.json.
 
     .venv/bin/python benchmarks/bench_projection.py [--model DIR] [--set model.projection_dim=256]
+        [--grid]   # also: whitening power x shrinkage -> reports/bench/projection_grid.json
 """
 
 from __future__ import annotations
@@ -27,6 +28,49 @@ from coverid.core.config import load_params, with_overrides  # noqa: E402
 from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/projection.json")
+GRID_OUT = Path("reports/bench/projection_grid.json")
+POWERS, SHRINKAGES = (0.5, 0.75, 1.0), (0.0, 0.03, 0.1, 0.3)
+
+
+class _Fixed:
+    """An embedder of precomputed full embeddings mapped by `fn` (the grid's projections)."""
+
+    metric, head = "euclidean", None
+
+    def __init__(self, full: dict, fn: Any) -> None:
+        self.full, self.fn = full, fn
+
+    def embed(self, x: Any) -> Any:
+        return self.fn(self.full[id(x)])
+
+
+def grid(encoder: Any, train: Any, sets: dict, dim: int, params: dict) -> list[dict]:
+    """val/test/hold-out MAP of PCA whitening x variance^-power/2 with shrinkage, same model."""
+    import numpy as np
+
+    from coverid.model.embedder import Embedder
+    from coverid.model.encoders import full_embedding
+
+    full_model = Embedder(full_embedding(encoder), {"metric": "euclidean"})
+    x = full_model.embed(train.features).astype(np.float64)
+    full = {id(fs.features): full_model.embed(fs.features) for fs in sets.values()}
+    mean = x.mean(0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    var = s[:dim] ** 2 / len(x)
+    rows = []
+    for power in POWERS:
+        for shrink in SHRINKAGES:
+            w = vt[:dim].T / (var + shrink * var.mean()) ** (power / 2)
+
+            def fn(e, w=w):
+                y = (e - mean) @ w
+                return y / np.linalg.norm(y, axis=1, keepdims=True)
+            row = rank(_Fixed(full, fn), sets, params["tune"]["expansion"],
+                       int(params["evaluate"]["chunk_size"]))
+            rows.append({"power": power, "shrinkage": shrink, **row})
+            print(power, shrink, {k: v for k, v in row.items() if k.endswith(("map", "expanded"))},
+                  flush=True)
+    return rows
 
 
 def rank(embedder: Any, sets: dict, grid: dict, chunk: int) -> dict[str, Any]:
@@ -64,6 +108,7 @@ def main() -> None:
                     help="a model dir trained with a whiten projection (e.g. data/models/encoder)")
     ap.add_argument("--set", action="append", default=[], help="overrides, key=YAML value")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--grid", action="store_true", help="also the whitening power x shrinkage grid")
     args = ap.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     params = with_overrides(load_params(), overrides)
@@ -79,12 +124,15 @@ def main() -> None:
     if metric == "bce":
         raise SystemExit("bench_projection ranks distance embeddings (triplet, contrastive)")
     seconds = round(time.perf_counter() - t0, 1)
-    del sets["train"]
+    train = sets.pop("train")
     grid, chunk = params["tune"]["expansion"], int(params["evaluate"]["chunk_size"])
     runs = {"full": rank(Embedder(full_embedding(encoder), {"metric": metric}), sets, grid, chunk),
             "whiten": rank(Embedder(encoder, {"metric": metric}), sets, grid, chunk)}
     proj = projection_of(encoder)
     d_in, dim = (int(v) for v in proj.kernel.shape)
+    if args.grid:
+        write_json(GRID_OUT, {"seed": params["seed"], "model": str(args.model) if args.model else None,
+                              "projection_dim": dim, "runs": grid(encoder, train, sets, dim, params)})
     set_projection(encoder, projection_matrix(d_in, dim, int(params["seed"])), proj.bias.numpy() * 0)
     runs["random"] = rank(Embedder(encoder, {"metric": metric}), sets, grid, chunk)
     for name in ("whiten", "random"):
