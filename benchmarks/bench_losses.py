@@ -57,11 +57,35 @@ def train_and_rank(params: dict, loss: str, seed: int, train_fs, val_fs, test,
            "expansion": qe, "map_expanded": summarize(expanded, len(emb) - 1)["map"],
            "train_seconds": round(result.state.seconds, 1),
            "seconds": round(time.perf_counter() - t0, 1)}
+    if loss == "bce" and p["model"]["projection_dim"] is not None:
+        row["head_refit"] = head_refits(p, result.encoder, train_fs, val_fs, test, chunk)
     if queries is not None:
         row["map_on_baseline_queries"] = on_queries(stats, queries, len(emb) - 1, test.work_id)["map"]
         row["map_expanded_on_baseline_queries"] = on_queries(expanded, queries, len(emb) - 1,
                                                              test.work_id)["map"]
     return row
+
+
+REFIT_C = (0.001, 0.01, 0.1, 1.0)
+
+
+def head_refits(params: dict, encoder, train_fs, val_fs, test, chunk: int) -> list[dict]:
+    """bce under a fixed projection: val and test MAP of the head refitted with each REFIT_C
+    (train.losses.bce.refit_c picks one; the trained model's projection is kept)."""
+    from coverid.eval.metrics import retrieval_metrics_from_embeddings
+    from coverid.model.embedder import Embedder
+    from coverid.model.whiten import fit_head
+
+    embedder = Embedder(encoder, {"metric": "bce"})
+    e = {name: embedder.embed(fs.features) for name, fs in (("train", train_fs), ("val", val_fs),
+                                                            ("test", test))}
+    bce, rows = params["train"]["losses"]["bce"], []
+    for c in REFIT_C:
+        head = fit_head(e["train"], train_fs.work_id, bce["refit_negatives"], int(params["seed"]), c)
+        rows.append({"refit_c": c, **{f"{name}_map": round(retrieval_metrics_from_embeddings(
+            e[name], fs.work_id, "bce", head, chunk_size=chunk)["map"], 4)
+            for name, fs in (("val", val_fs), ("test", test))}})
+    return rows
 
 
 def split_features(params: dict) -> tuple:

@@ -92,7 +92,7 @@ def test_project_is_unit_norm():
 def test_refitted_head_scores_same_work_pairs_higher():
     x, labels = clustered()
     e = project(x, *whitening(x, 10, 0.1))
-    w, bias = fit_head(e, labels, n_negatives=2000, seed=0)
+    w, bias = fit_head(e, labels, n_negatives=2000, seed=0, c=0.1)
     i, j = np.triu_indices(len(e), k=1)
     logits = np.abs(e[i] - e[j]) @ w + bias
     same = labels[i] == labels[j]
@@ -100,15 +100,27 @@ def test_refitted_head_scores_same_work_pairs_higher():
     auc = (logits[same][:, None] > logits[~same][None]).mean()
     assert w.shape == (10,) and auc > 0.95
     # same bytes from the same seed
-    w2, bias2 = fit_head(e, labels, n_negatives=2000, seed=0)
+    w2, bias2 = fit_head(e, labels, n_negatives=2000, seed=0, c=0.1)
     np.testing.assert_array_equal(w, w2)
     assert bias == bias2
+
+
+def test_a_strongly_regularised_head_is_a_plain_l1_distance():
+    x, labels = clustered()
+    e = project(x, *whitening(x, 10, 0.1))
+    w, _ = fit_head(e, labels, n_negatives=2000, seed=0, c=1e-6)
+    # the departures from uniform weights are penalised away; the L1 weight (negative: a larger
+    # distance is less likely the same work) is not
+    assert np.all(w < 0)
+    np.testing.assert_allclose(w, w.mean(), rtol=0.02)
+    loose, _ = fit_head(e, labels, n_negatives=2000, seed=0, c=10.0)
+    assert np.std(loose) / abs(np.mean(loose)) > 0.1
 
 
 def test_fit_head_needs_both_kinds_of_pair():
     e = np.random.default_rng(0).random((4, 3))
     with pytest.raises(ValueError, match="positive and negative"):
-        fit_head(e, np.arange(4), 10, 0)
+        fit_head(e, np.arange(4), 10, 0, 0.1)
 
 
 @pytest.mark.parametrize("loss", ["triplet", "bce"])
@@ -145,7 +157,8 @@ def test_fit_whitens_the_training_songs_and_refits_the_head(loss):
     e = embedder.embed(tr.features)
     np.testing.assert_allclose(e, project(full, w, b), atol=1e-4)
     if loss == "bce":
-        head_w, head_b = fit_head(e, tr.work_id, params["train"]["losses"]["bce"]["refit_negatives"], 7)
+        bce = params["train"]["losses"]["bce"]
+        head_w, head_b = fit_head(e, tr.work_id, bce["refit_negatives"], 7, bce["refit_c"])
         assert res.head[0].shape == (4,)
         np.testing.assert_allclose(res.head[0], head_w, rtol=1e-3, atol=1e-4)
     else:

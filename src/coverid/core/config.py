@@ -343,6 +343,7 @@ class BceLoss(Section):
     mining: PairMining
     learning_rate: float
     refit_negatives: int
+    refit_c: float
 
 
 @dataclass

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+L1_SCALE = 10.0  # fit_head's L1-distance column is this x the sum of |e_i - e_j|
+
 
 def whitening(x: np.ndarray, dim: int, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
     """(W (D, dim), b (dim,)) such that x W + b is the PCA-whitened `x` on its top `dim`
@@ -44,10 +46,13 @@ def project(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit_head(e: np.ndarray, labels: np.ndarray, n_negatives: int, seed: int,
-             c: float = 1.0) -> tuple[np.ndarray, float]:
+             c: float) -> tuple[np.ndarray, float]:
     """BCE head (w (D,), bias) for embeddings `e`: logistic regression of same-work on
     |e_i - e_j| over every positive pair and `n_negatives` sampled negative pairs, classes
-    balanced (as the mined BCE loss weighs them)."""
+    balanced (as the mined BCE loss weighs them), regularised towards the plain L1 distance:
+    w = a (1, ..., 1) + delta, with only delta penalised (L2, strength 1 / c). Shrinking every
+    weight towards 0 instead leaves a few dims' noise deciding the ranking (test MAP 0.665
+    against 0.720, docs/results.md)."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels)
@@ -59,6 +64,10 @@ def fit_head(e: np.ndarray, labels: np.ndarray, n_negatives: int, seed: int,
     neg = rng.choice(np.flatnonzero(~same), size=min(n_negatives, int((~same).sum())), replace=False)
     rows = np.concatenate([np.flatnonzero(same), neg])
     feats = np.abs(e[i[rows]] - e[j[rows]])
-    model = LogisticRegression(C=c, class_weight="balanced", max_iter=1000)
-    model.fit(feats, same[rows].astype(int))
-    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+    # the L1 distance as one more column, scaled up so that its weight (a / L1_SCALE) is small
+    # and all but unpenalised
+    x = np.concatenate([feats, L1_SCALE * feats.sum(1, keepdims=True)], axis=1)
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    model.fit(x, same[rows].astype(int))
+    coef = model.coef_[0]
+    return (coef[:-1] + L1_SCALE * coef[-1]).astype(np.float32), float(model.intercept_[0])

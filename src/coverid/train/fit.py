@@ -445,8 +445,9 @@ def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: Featur
         return None
     proj = trainer.encoder.get_layer("projection")
     projected = project(full, np.asarray(proj.kernel), np.asarray(proj.bias))
-    return fit_head(projected, train_fs.work_id, params["train"]["losses"]["bce"]["refit_negatives"],
-                    int(params["seed"]))
+    bce = params["train"]["losses"]["bce"]
+    return fit_head(projected, train_fs.work_id, bce["refit_negatives"], int(params["seed"]),
+                    bce["refit_c"])
 
 
 # ---------------------------------------------------------------- the stage's values
