@@ -125,16 +125,16 @@ def main() -> None:
         raise SystemExit("bench_projection ranks distance embeddings (triplet, contrastive)")
     seconds = round(time.perf_counter() - t0, 1)
     train = sets.pop("train")
-    grid, chunk = params["tune"]["expansion"], int(params["evaluate"]["chunk_size"])
-    runs = {"full": rank(Embedder(full_embedding(encoder), {"metric": metric}), sets, grid, chunk),
-            "whiten": rank(Embedder(encoder, {"metric": metric}), sets, grid, chunk)}
+    qe_grid, chunk = params["tune"]["expansion"], int(params["evaluate"]["chunk_size"])
+    runs = {"full": rank(Embedder(full_embedding(encoder), {"metric": metric}), sets, qe_grid, chunk),
+            "whiten": rank(Embedder(encoder, {"metric": metric}), sets, qe_grid, chunk)}
     proj = projection_of(encoder)
     d_in, dim = (int(v) for v in proj.kernel.shape)
     if args.grid:
         write_json(GRID_OUT, {"seed": params["seed"], "model": str(args.model) if args.model else None,
                               "projection_dim": dim, "runs": grid(encoder, train, sets, dim, params)})
     set_projection(encoder, projection_matrix(d_in, dim, int(params["seed"])), proj.bias.numpy() * 0)
-    runs["random"] = rank(Embedder(encoder, {"metric": metric}), sets, grid, chunk)
+    runs["random"] = rank(Embedder(encoder, {"metric": metric}), sets, qe_grid, chunk)
     for name in ("whiten", "random"):
         runs[name]["loss_vs_full"] = {k: round(runs["full"][k] - v, 4) for k, v in runs[name].items()
                                       if k in runs["full"] and k.endswith(("_map", "_expanded"))}
