@@ -8,8 +8,11 @@ while the pipeline's own melody works keep their splits. Each N (cached under --
 the params.yaml model (`--set key=value` overrides) on synth train + melody train, early-stopped
 on synth val + melody val, and ranks the synth test split and the hold-out (plain and with the
 query expansion picked on val, as the tune stage does). Writes reports/bench/holdout.json.
+A `--set data.synth.KEY=VALUE` override generates that synth corpus under --scratch (cached, split
+as the preprocess stage splits it) in place of the pipeline's; the hold-out stays the same.
 
     .venv/bin/python benchmarks/bench_holdout.py --works 100 400 [--set train.epochs=30]
+    .venv/bin/python benchmarks/bench_holdout.py --works 100 --set data.synth.p_solo=0.2
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from bench_holdout_pairs import euclidean, melody_rows, method_breakdown  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
 from coverid.core.config import load_params, with_overrides  # noqa: E402
@@ -50,6 +54,37 @@ def melody_corpus(params: dict, n_works: int, scratch: Path):
     return read_features(paths.processed_file(p))
 
 
+def synth_changed(params: dict) -> bool:
+    """Whether params' generated corpus differs from params.yaml's (the pipeline's)."""
+    return params["data"]["source"] == "synth" and (
+        params["data"]["synth"].to_dict() != load_params()["data"]["synth"].to_dict())
+
+
+def synth_corpus(params: dict, scratch: Path):
+    """The processed main corpus under params' data.synth with its split (generated and cached
+    under scratch, keyed by the settings), or None when data.synth is params.yaml's."""
+    import hashlib
+    import json
+
+    from coverid.core.skips import SkipLog
+    from coverid.data.sources import features_for_source, fetch_source
+    from coverid.data.splits import read_splits, split_works, write_splits
+    from coverid.data.store import read_features, write_features
+
+    if not synth_changed(params):
+        return None
+    key = hashlib.sha1(json.dumps(params["data"]["synth"].to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    root = scratch / f"synth-{key}"
+    p = with_overrides(params, {"data.raw_dir": str(root / "raw"),
+                                "data.processed_dir": str(root / "processed")})
+    if not paths.splits_file(p).exists():
+        fetch_source(p)
+        fs = features_for_source(p, SkipLog())
+        write_features(paths.processed_file(p), fs)
+        write_splits(paths.splits_file(p), split_works(fs.work_id, p["data"]["split"], p["seed"]))
+    return read_features(paths.processed_file(p)), read_splits(paths.splits_file(p))
+
+
 def datasets(params: dict, n_works: int, scratch: Path) -> dict[str, Any]:
     """train, val, test (synth) and holdout FeatureSets, with N melody works in train + val."""
     from coverid.data.splits import (
@@ -62,6 +97,10 @@ def datasets(params: dict, n_works: int, scratch: Path) -> dict[str, Any]:
     from coverid.data.store import concat
 
     fs, splits = load_dataset(params)
+    synth = synth_corpus(params, scratch)
+    if synth is not None:
+        keep = np.char.startswith(fs.work_id, f"{params['data']['extra']['source']}/")
+        fs, splits = concat([synth[0], fs.take(keep)]), {**splits, **synth[1]}
     base_works = extra_params(params)["data"]["melodies"]["n_works"]
     if n_works > base_works:
         more = melody_corpus(params, n_works, scratch)
@@ -120,10 +159,19 @@ def train_and_rank(params: dict, sets: dict) -> dict[str, Any]:
                            "best_val_map": result.state.best_val_map,
                            "best_epoch": result.state.best_epoch, "expansion": qe}
     for split, report in (("test", "baseline.json"), (HOLDOUT, "baseline_holdout.json")):
+        if split == "test" and synth_changed(params):
+            # another generated corpus: the pipeline's Qmax queries and figures are not its own
+            row[split] = rank(embedder, sets[split], qe, chunk, None)
+            continue
         baseline = read_json(paths.REPORTS / report, "baseline report")
         queries = baseline_queries(params, sets[split].work_id, baseline)
         row[split] = rank(embedder, sets[split], qe, chunk, queries)
         row[split]["baseline"] = {m: round(v["map"], 4) for m, v in baseline.items()}
+    # which hold-out pairs it finds (bench_holdout_pairs.py: Qmax's figures are in its report)
+    songs = sets[HOLDOUT]
+    groups = method_breakdown(euclidean(embedder.embed(songs.features)), songs,
+                              melody_rows(params, songs))
+    row[HOLDOUT]["pairs_mrr"] = {k: v["mrr"] for k, v in groups.items()}
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
 

@@ -256,3 +256,19 @@ def test_nuisance_songs_share_the_reference_and_differ_in_one_aspect(cfg):
     profile = lambda h: h.mean(axis=0)  # noqa: E731
     best = np.argmax([np.dot(np.roll(profile(key_ref), s), profile(key_other)) for s in range(12)])
     assert best == rel  # the only difference is the transposition
+
+
+def test_a_solo_version_plays_the_melody_alone_and_changes_no_other_draw(cfg):
+    work = synth.make_work(synth.song_rng(5, 0, 0, 0), cfg)
+    solo_cfg = {**cfg, "p_solo": 1.0}
+    for v in range(1, 6):
+        band = synth.make_version(synth.song_rng(5, 0, 0, v), work, {**cfg, "p_solo": 0.0})
+        solo = synth.make_version(synth.song_rng(5, 0, 0, v), work, solo_cfg)
+        assert not band.solo and solo.solo
+        assert dataclasses.replace(solo, solo=False) == band
+        parts = {e[0] for e in synth._events(work, solo, 64.0)}
+        assert parts == {"melody"}
+        assert {"chords", "bass"} <= {e[0] for e in synth._events(work, band, 64.0)}
+        assert synth.perf_metadata(work, solo, "W_1", "P_1", False, SR, 6.0)["accompaniment"] is None
+    with pytest.raises(CoveridError, match="p_solo"):
+        synth._check_cfg({**cfg, "p_solo": 1.5})

@@ -136,6 +136,7 @@ class Synth(Section):
     p_melody_variation: float
     p_chord_substitution: float
     p_common_progression: float
+    p_solo: float
     timbre_jitter: float
     n_sections: int
     bars_per_section: int

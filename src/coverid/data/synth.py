@@ -88,7 +88,7 @@ WORK, NOISE_SONG = 0, 1        # first spawn_key element: a work's RNGs never de
 REQUIRED_KEYS = ("n_works", "versions_per_work", "n_noise", "duration_s", "sample_rate",
                  "tempo_bpm", "tempo_range", "snr_db", "p_section_edit", "max_offset_s",
                  "p_melody_variation", "p_chord_substitution", "p_common_progression",
-                 "timbre_jitter", "n_sections", "bars_per_section", "peak_dbfs", "workers")
+                 "p_solo", "timbre_jitter", "n_sections", "bars_per_section", "peak_dbfs", "workers")
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ class Version:
     melody_variations: int
     chord_substitutions: int
     release_year: int
+    solo: bool = False  # the melody alone: no chords, no bass
 
 
 Event = tuple[str, int, float, float, float]   # part, MIDI pitch, start beat, beats, gain
@@ -247,9 +248,11 @@ def make_version(rng: np.random.Generator, work: Work, cfg: dict[str, Any]) -> V
     noise_color = str(rng.choice(NOISE_COLORS))
     noise_seed = int(rng.integers(2**32))
     year = int(rng.integers(*RELEASE_YEARS))
+    # drawn last, so that p_solo 0 leaves every other draw (and the corpus) as it was
+    solo = bool(rng.random() < cfg["p_solo"])
     return Version(key_shift, tempo_ratio, structure, sections, timbres, accompaniment,
                    melody_gain, edit, offset_s, None if np.isnan(snr) else round(snr, 2),
-                   noise_color, noise_seed, n_var, n_sub, year)
+                   noise_color, noise_seed, n_var, n_sub, year, solo)
 
 
 def _edit_structure(rng: np.random.Generator, structure: tuple[str, ...],
@@ -304,7 +307,7 @@ ASPECTS = {
     "key": ("key_shift",),
     "tempo": ("tempo_ratio",),
     "structure": ("structure", "section_edit", "offset_s"),
-    "arrangement": ("timbres", "accompaniment", "melody_gain"),
+    "arrangement": ("timbres", "accompaniment", "melody_gain", "solo"),
     "noise": ("snr_db", "noise_color", "noise_seed"),
     "content": ("sections", "melody_variations", "chord_substitutions"),
 }
@@ -356,7 +359,7 @@ def _events(work: Work, version: Version, end_beat: float) -> list[Event]:
     while b0 < end_beat:
         for label in version.structure:
             sec = version.sections[label]
-            for degree, t, dur in sec.chords:
+            for degree, t, dur in () if version.solo else sec.chords:
                 pcs = _chord_pcs(degree, tonic, work.mode)
                 events += _accompaniment(version.accompaniment, pcs, b0 + t, dur)
             for step, t, dur in sec.melody:
@@ -574,7 +577,7 @@ def perf_metadata(work: Work, version: Version, work_id: str, perf_id: str, nois
         "section_edit": version.section_edit,
         "offset_s": version.offset_s,
         "timbre": {part: t.name for part, t in version.timbres.items()},
-        "accompaniment": version.accompaniment,
+        "accompaniment": None if version.solo else version.accompaniment,
         "melody_variations": version.melody_variations,
         "chord_substitutions": version.chord_substitutions,
         "snr_db": version.snr_db,
@@ -619,7 +622,8 @@ def _check_cfg(cfg: dict[str, Any]) -> None:
     checks.update({"timbre_jitter": cfg["timbre_jitter"] >= 0, "n_sections": cfg["n_sections"] >= 1,
                    "bars_per_section": cfg["bars_per_section"] >= 1})
     checks.update({k: 0 <= cfg[k] <= 1 for k in ("p_section_edit", "p_melody_variation",
-                                                 "p_chord_substitution", "p_common_progression")})
+                                                 "p_chord_substitution", "p_common_progression",
+                                                 "p_solo")})
     raise_if_invalid("synth", cfg, checks)
 
 
