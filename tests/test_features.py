@@ -106,8 +106,33 @@ def test_extract_file_and_resampling(tmp_path):
     assert set(np.argsort(x.mean(axis=0))[-3:]) == C_MAJOR_BINS
     both = F.extract_features(path, pcfg, ["hpcp", "chroma_cens"])
     np.testing.assert_array_equal(both["hpcp"], x)
+    melody = F.extract_features(path, pcfg, ["melody"])["melody"]
+    assert abs(len(melody) - len(x)) <= 2 and melody.shape[1] == 12
     with pytest.raises(CoveridError, match="unknown audio feature"):
         F.extract_file(path, pcfg, "crema")
+
+
+def test_melody_chroma_maps_pitch_to_its_class():
+    # bin 0 is A (the reference frequency), C is bin 3; 0 Hz (unvoiced) is a zero row
+    x = F.melody_chroma(np.array([440.0, 880.0, C4, 0.0, C4 * 2 ** (1 / 12), 220.0 * 2 ** (0.4 / 12)]),
+                        440.0, 12)
+    assert x.dtype == np.float32 and x.shape == (6, 12)
+    assert [int(r.argmax()) for r in x[[0, 1, 2, 4, 5]]] == [0, 0, 3, 4, 0]
+    np.testing.assert_array_equal(x.sum(1), [1, 1, 1, 0, 1, 1])
+
+
+def test_melody_follows_the_tune_over_its_chords():
+    # C4, E4, G4, then A4 (1 s each) over a quieter, sustained F major chord an octave below
+    notes = [0, 4, 7, 9]
+    tune = np.concatenate([tone([k], seconds=1.0) for k in notes])
+    chord = tone([5 - 12, 9 - 12, 12 - 12], seconds=4.0)
+    x = F.compute_melody(0.8 * tune + 0.3 * chord, SR, CFG)
+    assert abs(len(x) - F.n_frames(4 * SR, 512)) <= 2
+    assert set(np.unique(x)) <= {0.0, 1.0} and x.sum(1).max() == 1
+    per_second = [x[int(i * SR / 512) + 10:int((i + 1) * SR / 512) - 10].sum(0).argmax() for i in range(4)]
+    assert per_second == [(k + 3) % 12 for k in notes]  # C is bin 3
+    feats = F.compute_feature(tune, SR, "melody", CFG)
+    assert feats.shape[1] == 12
 
 
 @pytest.mark.parametrize("name, content, problem", [

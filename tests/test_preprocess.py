@@ -250,3 +250,15 @@ def test_cli_errors(audio_dir, tmp_path, monkeypatch, capsys):
     assert rc == 1 and "coverid: error: feature 'crema' cannot be computed from audio" in capsys.readouterr().err
     rc = cli_main(["preprocess", "from-audio-dir", "-a", str(tmp_path / "none"), "-o", "o"])
     assert rc == 1 and "audio folder not found" in capsys.readouterr().err
+
+
+def test_melody_is_refused_for_datacos_in_one_line():
+    from conftest import repo_params
+
+    from coverid.core.config import with_overrides
+    from coverid.core.skips import SkipLog
+    from coverid.data.sources import features_for_source
+
+    params = with_overrides(repo_params(), {"data.source": "datacos", "preprocess.feature": "melody"})
+    with pytest.raises(CoveridError, match="'melody' is extracted from audio"):
+        features_for_source(params, SkipLog())

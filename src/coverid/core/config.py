@@ -32,7 +32,7 @@ S = TypeVar("S", bound="Section")
 # Choices (the values the library accepts).
 Source = Literal["synth", "melodies", "datacos", "audio"]
 Subset = Literal["benchmark", "coveranalysis"]
-Feature = Literal["hpcp", "chroma_cens", "crema"]  # crema: Da-TACOS only
+Feature = Literal["hpcp", "chroma_cens", "crema", "melody"]  # crema: Da-TACOS only; melody: audio
 Arch = Literal["seed", "move", "bag"]
 Pooling = Literal["attention", "mean", "max"]
 PitchPool = Literal["early", "late", "gram", "key"]
@@ -232,6 +232,7 @@ class AudioFeatures(Section):
     reference_frequency: float
     whitening: bool
     cens_win_len: int
+    melody_frame_size: int
     min_duration_s: float
     silence_rms: float
 

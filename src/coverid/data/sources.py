@@ -67,6 +67,9 @@ def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
         return extract_audio_dir(audio_dir, pcfg, source, skips, extensions=extensions)
     if source == "datacos":
         cfg = data["datacos"]
+        if pcfg["feature"] == "melody":
+            raise CoveridError("preprocess.feature 'melody' is extracted from audio, and Da-TACOS "
+                               "ships features only (crema | hpcp | chroma_cens)")
         if pcfg["feature"] not in cfg["features"]:
             raise CoveridError(f"preprocess.feature {pcfg['feature']!r} is not among the downloaded "
                                f"data.datacos.features {cfg['features']}")

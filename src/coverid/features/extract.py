@@ -19,7 +19,7 @@ import numpy as np
 
 from coverid.core.errors import BadInputError, CoveridError
 
-FEATURES = ("hpcp", "chroma_cens")
+FEATURES = ("hpcp", "chroma_cens", "melody")
 HPCP_PRECISION = 1e-5  # essentia HPCP: semitone equality tolerance of the harmonic table
 SPLIT_FREQUENCY = 500.0  # essentia HPCP bandPreset default: low/high bands normalised apart
 ENVELOPE_STEP_HZ = 100.0  # essentia SpectralWhitening break-point spacing
@@ -353,13 +353,44 @@ def compute_chroma_cens(audio: np.ndarray, sample_rate: int, cfg: dict[str, Any]
     return cens_from_chroma(compute_hpcp(audio, sample_rate, cfg), int(cfg["cens_win_len"]))
 
 
+# ---------------------------------------------------------------- predominant melody
+
+
+def melody_chroma(pitch_hz: np.ndarray, reference_frequency: float, bins: int) -> np.ndarray:
+    """(T,) pitch contour in Hz (<= 0: unvoiced) -> (T, bins) one-hot pitch class per frame, bin 0
+    at the reference frequency as HPCP's; unvoiced frames are all zero."""
+    f0 = np.asarray(pitch_hz, np.float64)
+    out = np.zeros((len(f0), bins), np.float32)
+    voiced = np.flatnonzero(f0 > 0)
+    pcs = np.round(bins * np.log2(f0[voiced] / reference_frequency)).astype(np.int64) % bins
+    out[voiced, pcs] = 1.0
+    return out
+
+
+def compute_melody(audio: np.ndarray, sample_rate: int, cfg: dict[str, Any]) -> np.ndarray:
+    """Pitch classes of the predominant melody (essentia's PredominantPitchMelodia, Salamon and
+    Gomez 2012, after EqualLoudness), one frame per hop as HPCP's: (T, bins) float32 in {0, 1}.
+    The bare tune, without the chords that dominate a mix's HPCP (docs/results.md)."""
+    _essentia()
+    import essentia.standard as es
+
+    x = np.asarray(audio, np.float32)
+    sr = float(sample_rate)
+    melodia = es.PredominantPitchMelodia(frameSize=int(cfg["melody_frame_size"]),
+                                        hopSize=int(cfg["hop_size"]), sampleRate=sr)
+    pitch, _ = melodia(es.EqualLoudness(sampleRate=sr)(x))
+    return melody_chroma(pitch, float(cfg["reference_frequency"]), int(cfg["bins"]))
+
+
 # ---------------------------------------------------------------- one file
 
 
 def compute_feature(audio: np.ndarray, sample_rate: int, feature: str, cfg: dict[str, Any]) -> np.ndarray:
-    """Dispatch to the feature named `feature` (hpcp | chroma_cens)."""
+    """Dispatch to the feature named `feature` (hpcp | chroma_cens | melody)."""
     if feature == "hpcp":
         return compute_hpcp(audio, sample_rate, cfg)
+    if feature == "melody":
+        return compute_melody(audio, sample_rate, cfg)
     if feature == "chroma_cens":
         return compute_chroma_cens(audio, sample_rate, cfg)
     raise CoveridError(f"unknown audio feature {feature!r} (choose from {', '.join(FEATURES)})")
@@ -378,10 +409,14 @@ def extract_features(path: str | Path, pcfg: dict[str, Any], features: list[str]
             raise CoveridError(f"unknown audio feature {feature!r} (choose from {', '.join(FEATURES)})")
     sr = int(cfg["sample_rate"])
     audio = load_audio(path, sr, float(cfg["min_duration_s"]), float(cfg["silence_rms"]), extensions)
-    hpcp = compute_hpcp(audio, sr, cfg)  # chroma_cens is derived from it
+    # chroma_cens is derived from the HPCP
+    hpcp = compute_hpcp(audio, sr, cfg) if {"hpcp", "chroma_cens"} & set(features) else None
     out = {}
     for feature in features:
-        x = hpcp if feature == "hpcp" else cens_from_chroma(hpcp, int(cfg["cens_win_len"]))
+        if feature == "melody":
+            x = compute_melody(audio, sr, cfg)
+        else:
+            x = hpcp if feature == "hpcp" else cens_from_chroma(hpcp, int(cfg["cens_win_len"]))
         if not np.all(np.isfinite(x)):
             raise BadInputError(path, f"{feature} holds non-finite values")
         out[feature] = x
