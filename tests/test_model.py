@@ -139,6 +139,13 @@ def test_load_errors(tmp_path):
     with pytest.raises(CoveridError) as e:
         load_embedder(bad)
     assert str(e.value) == f"{bad / 'config.json'}: missing key preprocess.audio.whitening"
+    # a key added since (preprocess.audio.melody_frame_size) is filled in: the model loads
+    # as far as its (broken) Keras file
+    old = model_config()
+    del old["preprocess"]["audio"]["melody_frame_size"]
+    (bad / "config.json").write_text(json.dumps(old))
+    with pytest.raises(BadInputError, match="cannot load the Keras model"):
+        load_embedder(bad)
     (bad / "config.json").write_text("{")
     with pytest.raises(BadInputError, match="not valid JSON"):
         load_embedder(bad)

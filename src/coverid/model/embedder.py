@@ -37,6 +37,8 @@ CACHE_ENV = "COVERID_CACHE"
 # what every config.json holds (see the module docstring; params_hash may be null)
 CONFIG_KEYS = ("arch", "loss", "embedding_dim", "metric", "feature", "spect_len", "tile", "max_frames",
                "preprocess", "params_hash")
+# preprocess.audio keys added after models were saved without them -> the value they imply
+ADDED_AUDIO_KEYS = {"melody_frame_size": 2048}
 
 
 def metric_for(loss: str) -> str:
@@ -152,7 +154,7 @@ def _load_dir(model_dir: Path) -> Embedder:
         raise BadInputError(found / CONFIG_FILE, f"not valid JSON ({e.msg})") from None
     if not isinstance(config, dict):
         raise BadInputError(found / CONFIG_FILE, "expected a JSON object")
-    check_config(config, found / CONFIG_FILE)
+    check_config(upgrade_config(config), found / CONFIG_FILE)
     try:
         encoder = keras.saving.load_model(found / MODEL_FILE, compile=False)
     except Exception as e:  # noqa: BLE001  (Keras raises many types for a bad archive)
@@ -173,6 +175,16 @@ def fingerprint(model_dir: str | Path) -> str:
     for name in (MODEL_FILE, CONFIG_FILE):
         h.update((Path(model_dir) / name).read_bytes())
     return h.hexdigest()[:12]
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the preprocess keys added since older models were saved set to what those
+    models used, so that they keep loading (in place; returned for convenience)."""
+    audio = config.get("preprocess", {}).get("audio") if isinstance(config.get("preprocess"), dict) else None
+    if isinstance(audio, dict):
+        for key, value in ADDED_AUDIO_KEYS.items():
+            audio.setdefault(key, value)
+    return config
 
 
 def check_config(config: dict[str, Any], where: str | Path) -> None:

@@ -1,0 +1,136 @@
+"""Benchmark: the HPCP model fused with a model of the predominant melody's pitch classes.
+
+The pipeline's model (`--model`, HPCP) hears a mix whose chords dominate its chroma, and it
+all but never matches a solo version to an accompanied one (bench_holdout_pairs.py). This
+extracts `preprocess.feature: melody` (coverid.features.extract.compute_melody) for every song
+of the pipeline's corpora (cached under --scratch, the pipeline's splits), trains the
+params.yaml model on it as the pipeline trains on HPCP, and ranks val, the test split and the
+real-melody hold-out with the two unit-norm embeddings concatenated, the melody one weighted
+by w: squared distance = d_hpcp^2 + w^2 d_melody^2. w and the query expansion are picked on
+val. Writes reports/bench/fusion.json with Qmax's figures (reports/baseline*.json) beside.
+
+    .venv/bin/python benchmarks/bench_fusion.py [--model data/models/encoder] [--weights 0.5 1 1.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from bench_holdout import rank  # noqa: E402
+from bench_holdout_pairs import euclidean, melody_rows, method_breakdown  # noqa: E402
+
+from coverid.core import paths  # noqa: E402
+from coverid.core.config import load_params, with_overrides  # noqa: E402
+from coverid.core.io import read_json, write_json  # noqa: E402
+
+OUT = Path("reports/bench/fusion.json")
+SPLITS = ("train", "val", "test", "holdout")
+
+
+class Precomputed:
+    """An embedder whose embeddings are already known, by the features array they belong to."""
+
+    metric, head = "euclidean", None
+
+    def __init__(self, by_array: dict[int, np.ndarray]) -> None:
+        self.by_array = by_array
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        return self.by_array[id(x)]
+
+
+def fuse(hpcp: np.ndarray, melody: np.ndarray | None, w: float | None) -> np.ndarray:
+    """[e_hpcp, w e_melody] / sqrt(1 + w^2) (unit norm); w None: the melody embedding alone."""
+    if w is None:
+        return melody
+    if melody is None or w == 0:
+        return hpcp
+    return np.concatenate([hpcp, w * melody], axis=1) / np.sqrt(1 + w * w)
+
+
+def melody_params(params: dict, scratch: Path) -> dict:
+    """params reading melody features from scratch (extracted there once, from the pipeline's
+    raw audio, with the pipeline's splits)."""
+    from coverid.core.skips import SkipLog
+    from coverid.data.sources import features_for_source
+    from coverid.data.splits import extra_params, extra_splits_file
+    from coverid.data.store import write_features
+
+    p = with_overrides(params, {"preprocess.feature": "melody", "data.processed_dir": str(scratch)})
+    scratch.mkdir(parents=True, exist_ok=True)
+    for ours, theirs in ((paths.splits_file(p), paths.splits_file(params)),
+                         (extra_splits_file(p), extra_splits_file(params))):
+        shutil.copyfile(theirs, ours)
+    for corpus in (p, extra_params(p)):
+        if corpus is not None and not paths.processed_file(corpus).exists():
+            write_features(paths.processed_file(corpus), features_for_source(corpus, SkipLog()))
+    return p
+
+
+def main() -> None:
+    """Extract, train the melody model, fuse with the HPCP model at each weight; record."""
+    from coverid.data.splits import HOLDOUT, load_dataset, split_mask
+    from coverid.eval.evaluate import baseline_queries
+    from coverid.eval.expansion import select_expansion
+    from coverid.model.embedder import Embedder, load_embedder
+    from coverid.train.fit import fit
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=Path("data/models/encoder"), help="the HPCP model")
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5])
+    ap.add_argument("--scratch", type=Path, default=Path("data/bench/fusion"))
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    params = load_params()
+    hp_fs, splits = load_dataset(params)
+    mp = melody_params(params, args.scratch)
+    mel_fs, _ = load_dataset(mp)
+    if not np.array_equal(hp_fs.perf_id, mel_fs.perf_id):
+        raise SystemExit(f"{args.scratch}: the melody features are not the pipeline's songs (delete it)")
+    hp = {n: hp_fs.take(split_mask(hp_fs.work_id, splits, n)) for n in SPLITS}
+    mel = {n: mel_fs.take(split_mask(mel_fs.work_id, splits, n)) for n in SPLITS}
+    t0 = time.perf_counter()
+    result = fit(mp, mel["train"], mel["val"])
+    train_seconds = round(time.perf_counter() - t0, 1)
+    melody_model = Embedder(result.encoder, {"metric": "euclidean"})
+    hpcp_model = load_embedder(args.model)
+    if hpcp_model.metric != "euclidean":
+        raise SystemExit("bench_fusion fuses distance embeddings (triplet, contrastive)")
+    emb = {n: (hpcp_model.embed(hp[n].features), melody_model.embed(mel[n].features))
+           for n in ("val", "test", HOLDOUT)}
+    chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
+    baselines = {"test": read_json(paths.REPORTS / "baseline.json", "baseline report"),
+                 HOLDOUT: read_json(paths.REPORTS / "baseline_holdout.json", "baseline report")}
+    rows_meta = melody_rows(params, hp[HOLDOUT])
+    runs: list[dict[str, Any]] = []
+    for w in [0.0, *args.weights, None]:
+        e = {n: fuse(a, b, w) for n, (a, b) in emb.items()}
+        qe = select_expansion(e["val"], hp["val"].work_id, "euclidean", None, grid, chunk)
+        row: dict[str, Any] = {"melody_weight": w, "dims": int(e["val"].shape[1]), "expansion": qe}
+        for split in ("test", HOLDOUT):
+            songs = hp[split]
+            queries = baseline_queries(params, songs.work_id, baselines[split])
+            row[split] = rank(Precomputed({id(songs.features): e[split]}), songs, qe, chunk, queries)
+        row["holdout_pairs_mrr"] = {k: v["mrr"] for k, v in method_breakdown(
+            euclidean(e[HOLDOUT]), hp[HOLDOUT], rows_meta).items()}
+        runs.append(row)
+        print(f"w={w}: val {qe['val_map_plain']:.4f} (expanded {qe['val_map']:.4f}) | test "
+              f"{row['test']} | hold-out {row[HOLDOUT]}", flush=True)
+    best = max((r for r in runs if r["melody_weight"] not in (None, 0.0)),
+               key=lambda r: r["expansion"]["val_map_plain"])
+    write_json(args.out, {
+        "seed": params["seed"], "hpcp_model": str(args.model), "melody_train_seconds": train_seconds,
+        "melody_best_val_map": result.state.best_val_map, "picked_on_val": best["melody_weight"],
+        "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()}, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
