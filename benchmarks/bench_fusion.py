@@ -9,7 +9,11 @@ real-melody hold-out with the two unit-norm embeddings concatenated, the melody 
 by w: squared distance = d_hpcp^2 + w^2 d_melody^2. w and the query expansion are picked on
 val. Writes reports/bench/fusion.json with Qmax's figures (reports/baseline*.json) beside.
 
+`--dims 256` also whitens each model's full embedding to 256 dims (fitted on the train songs,
+as the pipeline's projection), so that the fused embedding has 512.
+
     .venv/bin/python benchmarks/bench_fusion.py [--model data/models/encoder] [--weights 0.5 1 1.5]
+        [--dims 256]
 """
 
 from __future__ import annotations
@@ -78,14 +82,14 @@ def melody_params(params: dict, scratch: Path) -> dict:
 def main() -> None:
     """Extract, train the melody model, fuse with the HPCP model at each weight; record."""
     from coverid.data.splits import HOLDOUT, load_dataset, split_mask
-    from coverid.eval.evaluate import baseline_queries
-    from coverid.eval.expansion import select_expansion
     from coverid.model.embedder import Embedder, load_embedder
     from coverid.train.fit import fit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=Path("data/models/encoder"), help="the HPCP model")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5])
+    ap.add_argument("--dims", type=int, nargs="*", default=[],
+                    help="also whiten each model to this many dims before fusing")
     ap.add_argument("--scratch", type=Path, default=Path("data/bench/fusion"))
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -104,32 +108,62 @@ def main() -> None:
     hpcp_model = load_embedder(args.model)
     if hpcp_model.metric != "euclidean":
         raise SystemExit("bench_fusion fuses distance embeddings (triplet, contrastive)")
-    emb = {n: (hpcp_model.embed(hp[n].features), melody_model.embed(mel[n].features))
-           for n in ("val", "test", HOLDOUT)}
-    chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
+    shipped = {n: (hpcp_model.embed(hp[n].features), melody_model.embed(mel[n].features))
+               for n in ("val", "test", HOLDOUT)}
     baselines = {"test": read_json(paths.REPORTS / "baseline.json", "baseline report"),
                  HOLDOUT: read_json(paths.REPORTS / "baseline_holdout.json", "baseline report")}
     rows_meta = melody_rows(params, hp[HOLDOUT])
     runs: list[dict[str, Any]] = []
-    for w in [0.0, *args.weights, None]:
-        e = {n: fuse(a, b, w) for n, (a, b) in emb.items()}
-        qe = select_expansion(e["val"], hp["val"].work_id, "euclidean", None, grid, chunk)
-        row: dict[str, Any] = {"melody_weight": w, "dims": int(e["val"].shape[1]), "expansion": qe}
-        for split in ("test", HOLDOUT):
-            songs = hp[split]
-            queries = baseline_queries(params, songs.work_id, baselines[split])
-            row[split] = rank(Precomputed({id(songs.features): e[split]}), songs, qe, chunk, queries)
-        row["holdout_pairs_mrr"] = {k: v["mrr"] for k, v in method_breakdown(
-            euclidean(e[HOLDOUT]), hp[HOLDOUT], rows_meta).items()}
-        runs.append(row)
-        print(f"w={w}: val {qe['val_map_plain']:.4f} (expanded {qe['val_map']:.4f}) | test "
-              f"{row['test']} | hold-out {row[HOLDOUT]}", flush=True)
-    best = max((r for r in runs if r["melody_weight"] not in (None, 0.0)),
+    variants = [(None, shipped)] + [(d, rewhitened((hpcp_model.encoder, result.encoder), (hp, mel), d,
+                                                   params["model"]["projection_shrinkage"]))
+                                    for d in args.dims]
+    for dims, emb in variants:
+        runs += [fused_row(emb, w, dims, hp, params, baselines, rows_meta)
+                 for w in [0.0, *args.weights, None]]
+    best = max((r for r in runs if r["melody_weight"] not in (None, 0.0) and r["per_model_dims"] is None),
                key=lambda r: r["expansion"]["val_map_plain"])
     write_json(args.out, {
         "seed": params["seed"], "hpcp_model": str(args.model), "melody_train_seconds": train_seconds,
         "melody_best_val_map": result.state.best_val_map, "picked_on_val": best["melody_weight"],
         "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()}, "runs": runs})
+
+
+def rewhitened(encoders: tuple, sets: tuple[dict, dict], dim: int, shrinkage: float) -> dict:
+    """Each model's full embedding whitened to `dim` (fitted on its train songs): {split: (a, b)}."""
+    from coverid.model.embedder import Embedder
+    from coverid.model.encoders import full_embedding
+    from coverid.model.whiten import project, whitening
+
+    out: dict[str, list] = {n: [] for n in ("val", "test", "holdout")}
+    for encoder, split_sets in zip(encoders, sets):
+        full = Embedder(full_embedding(encoder), {"metric": "euclidean"})
+        w, b = whitening(full.embed(split_sets["train"].features), dim, shrinkage)
+        for n in out:
+            out[n].append(project(full.embed(split_sets[n].features), w, b))
+    return {n: tuple(v) for n, v in out.items()}
+
+
+def fused_row(emb: dict, w: float | None, dims: int | None, hp: dict, params: dict,
+              baselines: dict, rows_meta: list) -> dict[str, Any]:
+    """MAP of the fusion at weight w (expansion picked on val) and its hold-out pair MRRs."""
+    from coverid.data.splits import HOLDOUT
+    from coverid.eval.evaluate import baseline_queries
+    from coverid.eval.expansion import select_expansion
+
+    chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
+    e = {n: fuse(a, b, w) for n, (a, b) in emb.items()}
+    qe = select_expansion(e["val"], hp["val"].work_id, "euclidean", None, grid, chunk)
+    row: dict[str, Any] = {"melody_weight": w, "per_model_dims": dims,
+                           "dims": int(e["val"].shape[1]), "expansion": qe}
+    for split in ("test", HOLDOUT):
+        songs = hp[split]
+        queries = baseline_queries(params, songs.work_id, baselines[split])
+        row[split] = rank(Precomputed({id(songs.features): e[split]}), songs, qe, chunk, queries)
+    row["holdout_pairs_mrr"] = {k: v["mrr"] for k, v in method_breakdown(
+        euclidean(e[HOLDOUT]), hp[HOLDOUT], rows_meta).items()}
+    print(f"w={w} dims={row['dims']}: val {qe['val_map_plain']:.4f} (expanded {qe['val_map']:.4f}) "
+          f"| test {row['test']} | hold-out {row[HOLDOUT]}", flush=True)
+    return row
 
 
 if __name__ == "__main__":
