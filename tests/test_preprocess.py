@@ -117,6 +117,11 @@ def test_extract_audio_dir(audio_dir):
     assert skips.total == 5 and not skips.skipped
     untiled = extract_audio_dir(audio_dir, pcfg(tile=False, feature="chroma_cens"), "audio", SkipLog())
     assert untiled.features.shape == (5, 12, 50) and untiled.feature == "chroma_cens"
+    # chords of pure sines: the melody tracker hears a voice in each, in processes as in one
+    melody = extract_audio_dir(audio_dir, pcfg(feature="melody", scheduler="processes", workers=2),
+                               "audio", SkipLog())
+    assert melody.features.shape == (5, 23, 50) and melody.feature == "melody"
+    assert melody.features.min() >= 0 and melody.features.max() <= 1 and melody.features.any()
 
 
 def test_bad_files_are_skipped_and_the_rest_goes_on(tmp_path):
