@@ -29,7 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from bench_holdout import rank  # noqa: E402
-from bench_holdout_pairs import euclidean, melody_rows, method_breakdown  # noqa: E402
+from bench_holdout_pairs import melody_rows, method_breakdown  # noqa: E402
+from bench_projection import Precomputed  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
 from coverid.core.config import load_params, with_overrides  # noqa: E402
@@ -39,23 +40,11 @@ OUT = Path("reports/bench/fusion.json")
 SPLITS = ("train", "val", "test", "holdout")
 
 
-class Precomputed:
-    """An embedder whose embeddings are already known, by the features array they belong to."""
-
-    metric, head = "euclidean", None
-
-    def __init__(self, by_array: dict[int, np.ndarray]) -> None:
-        self.by_array = by_array
-
-    def embed(self, x: np.ndarray) -> np.ndarray:
-        return self.by_array[id(x)]
-
-
-def fuse(hpcp: np.ndarray, melody: np.ndarray | None, w: float | None) -> np.ndarray:
-    """[e_hpcp, w e_melody] / sqrt(1 + w^2) (unit norm); w None: the melody embedding alone."""
+def fuse(hpcp: np.ndarray, melody: np.ndarray, w: float | None) -> np.ndarray:
+    """[e_hpcp, w e_melody] / sqrt(1 + w^2) (unit norm); w 0: HPCP alone; None: melody alone."""
     if w is None:
         return melody
-    if melody is None or w == 0:
+    if w == 0:
         return hpcp
     return np.concatenate([hpcp, w * melody], axis=1) / np.sqrt(1 + w * w)
 
@@ -147,6 +136,7 @@ def fused_row(emb: dict, w: float | None, dims: int | None, hp: dict, params: di
               baselines: dict, rows_meta: list) -> dict[str, Any]:
     """MAP of the fusion at weight w (expansion picked on val) and its hold-out pair MRRs."""
     from coverid.data.splits import HOLDOUT
+    from coverid.eval.distance import pairwise
     from coverid.eval.evaluate import baseline_queries
     from coverid.eval.expansion import select_expansion
 
@@ -160,7 +150,7 @@ def fused_row(emb: dict, w: float | None, dims: int | None, hp: dict, params: di
         queries = baseline_queries(params, songs.work_id, baselines[split])
         row[split] = rank(Precomputed({id(songs.features): e[split]}), songs, qe, chunk, queries)
     row["holdout_pairs_mrr"] = {k: v["mrr"] for k, v in method_breakdown(
-        euclidean(e[HOLDOUT]), hp[HOLDOUT], rows_meta).items()}
+        pairwise(e[HOLDOUT], e[HOLDOUT]), hp[HOLDOUT], rows_meta).items()}
     print(f"w={w} dims={row['dims']}: val {qe['val_map_plain']:.4f} (expanded {qe['val_map']:.4f}) "
           f"| test {row['test']} | hold-out {row[HOLDOUT]}", flush=True)
     return row

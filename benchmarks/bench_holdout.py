@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from bench_holdout_pairs import euclidean, melody_rows, method_breakdown  # noqa: E402
+from bench_holdout_pairs import melody_rows, method_breakdown  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
 from coverid.core.config import load_params, with_overrides  # noqa: E402
@@ -168,9 +168,11 @@ def train_and_rank(params: dict, sets: dict) -> dict[str, Any]:
         row[split] = rank(embedder, sets[split], qe, chunk, queries)
         row[split]["baseline"] = {m: round(v["map"], 4) for m, v in baseline.items()}
     # which hold-out pairs it finds (bench_holdout_pairs.py: Qmax's figures are in its report)
+    from coverid.eval.distance import pairwise
+
     songs = sets[HOLDOUT]
-    groups = method_breakdown(euclidean(embedder.embed(songs.features)), songs,
-                              melody_rows(params, songs))
+    emb = embedder.embed(songs.features)
+    groups = method_breakdown(pairwise(emb, emb), songs, melody_rows(params, songs))
     row[HOLDOUT]["pairs_mrr"] = {k: v["mrr"] for k, v in groups.items()}
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row

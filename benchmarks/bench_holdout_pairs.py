@@ -80,13 +80,6 @@ def melody_rows(params: dict[str, Any], songs: Any) -> list[dict[str, Any]]:
     return [meta[f"{w}/{p.split('/', 1)[1]}"] for w, p in zip(songs.work_id, songs.perf_id)]
 
 
-def euclidean(emb: np.ndarray) -> np.ndarray:
-    """All pairwise Euclidean distances of the rows of emb."""
-    e = np.asarray(emb, np.float64)
-    sq = (e ** 2).sum(1)
-    return np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * e @ e.T, 0))
-
-
 def method_breakdown(dist: np.ndarray, songs: Any, rows: list[dict[str, Any]]
                      ) -> dict[str, dict[str, float]]:
     """breakdown() of one method's distances over the hold-out songs."""
@@ -98,6 +91,7 @@ def main() -> None:
     """Rank the hold-out with the model (and Qmax); break the pairs' ranks down; record."""
     from coverid.data.splits import HOLDOUT, load_split
     from coverid.eval.baselines import distance_rows, to_chroma
+    from coverid.eval.distance import pairwise
     from coverid.model.embedder import load_embedder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,7 +102,8 @@ def main() -> None:
     params = load_params()
     songs = load_split(params, HOLDOUT)
     rows = melody_rows(params, songs)
-    dists = {"model": euclidean(load_embedder(args.model).embed(songs.features))}
+    emb = load_embedder(args.model).embed(songs.features)
+    dists = {"model": pairwise(emb, emb)}
     if not args.no_qmax:
         cfg = params["baseline"]
         dists["qmax"], _ = distance_rows("qmax", to_chroma(songs.features, int(cfg["downsample"])),

@@ -32,16 +32,18 @@ GRID_OUT = Path("reports/bench/projection_grid.json")
 POWERS, SHRINKAGES = (0.5, 0.75, 1.0), (0.0, 0.03, 0.1, 0.3)
 
 
-class _Fixed:
-    """An embedder of precomputed full embeddings mapped by `fn` (the grid's projections)."""
+class Precomputed:
+    """An embedder of embeddings already computed, by the id of the features array they belong
+    to, mapped by `fn` (the grid's projections; None: as they are)."""
 
     metric, head = "euclidean", None
 
-    def __init__(self, full: dict, fn: Any) -> None:
-        self.full, self.fn = full, fn
+    def __init__(self, by_array: dict, fn: Any = None) -> None:
+        self.by_array, self.fn = by_array, fn
 
     def embed(self, x: Any) -> Any:
-        return self.fn(self.full[id(x)])
+        e = self.by_array[id(x)]
+        return e if self.fn is None else self.fn(e)
 
 
 def grid(encoder: Any, train: Any, sets: dict, dim: int, params: dict) -> list[dict]:
@@ -65,7 +67,7 @@ def grid(encoder: Any, train: Any, sets: dict, dim: int, params: dict) -> list[d
             def fn(e, w=w):
                 y = (e - mean) @ w
                 return y / np.linalg.norm(y, axis=1, keepdims=True)
-            row = rank(_Fixed(full, fn), sets, params["tune"]["expansion"],
+            row = rank(Precomputed(full, fn), sets, params["tune"]["expansion"],
                        int(params["evaluate"]["chunk_size"]))
             rows.append({"power": power, "shrinkage": shrink, **row})
             print(power, shrink, {k: v for k, v in row.items() if k.endswith(("map", "expanded"))},

@@ -14,9 +14,11 @@ import yaml
 from conftest import repo_params
 
 from coverid.cli import main as cli_main
+from coverid.core.config import with_overrides
 from coverid.core.errors import BadInputError, CoveridError
 from coverid.core.skips import SkipLog
 from coverid.data.audio_dir import scan_audio_dir
+from coverid.data.sources import features_for_source
 from coverid.data.splits import read_splits
 from coverid.data.store import read_features
 from coverid.features.collection import build_feature_set, extract_audio_dir
@@ -258,12 +260,6 @@ def test_cli_errors(audio_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_melody_is_refused_for_datacos_in_one_line():
-    from conftest import repo_params
-
-    from coverid.core.config import with_overrides
-    from coverid.core.skips import SkipLog
-    from coverid.data.sources import features_for_source
-
     params = with_overrides(repo_params(), {"data.source": "datacos", "preprocess.feature": "melody"})
     with pytest.raises(CoveridError, match="'melody' is extracted from audio"):
         features_for_source(params, SkipLog())

@@ -32,6 +32,7 @@ S = TypeVar("S", bound="Section")
 # Choices (the values the library accepts).
 Source = Literal["synth", "melodies", "datacos", "audio"]
 Subset = Literal["benchmark", "coveranalysis"]
+DatacosFeature = Literal["hpcp", "chroma_cens", "crema"]  # what Da-TACOS ships
 Feature = Literal["hpcp", "chroma_cens", "crema", "melody"]  # crema: Da-TACOS only; melody: audio
 Arch = Literal["seed", "move", "bag"]
 Pooling = Literal["attention", "mean", "max"]
@@ -175,7 +176,7 @@ class Melodies(Section):
 class Datacos(Section):
     """Da-TACOS download settings."""
     subset: Subset
-    features: list[Feature]
+    features: list[DatacosFeature]
     base_url: str | None
     from_dir: str | None
     checksums: str | None

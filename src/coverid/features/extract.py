@@ -413,10 +413,12 @@ def extract_features(path: str | Path, pcfg: dict[str, Any], features: list[str]
     hpcp = compute_hpcp(audio, sr, cfg) if {"hpcp", "chroma_cens"} & set(features) else None
     out = {}
     for feature in features:
-        if feature == "melody":
-            x = compute_melody(audio, sr, cfg)
+        if feature == "hpcp":
+            x = hpcp
+        elif feature == "chroma_cens":
+            x = cens_from_chroma(hpcp, int(cfg["cens_win_len"]))
         else:
-            x = hpcp if feature == "hpcp" else cens_from_chroma(hpcp, int(cfg["cens_win_len"]))
+            x = compute_melody(audio, sr, cfg)
         if not np.all(np.isfinite(x)):
             raise BadInputError(path, f"{feature} holds non-finite values")
         out[feature] = x

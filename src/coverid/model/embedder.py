@@ -180,7 +180,8 @@ def fingerprint(model_dir: str | Path) -> str:
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     """`config` with the preprocess keys added since older models were saved set to what those
     models used, so that they keep loading (in place; returned for convenience)."""
-    audio = config.get("preprocess", {}).get("audio") if isinstance(config.get("preprocess"), dict) else None
+    preprocess = config.get("preprocess")
+    audio = preprocess.get("audio") if isinstance(preprocess, dict) else None
     if isinstance(audio, dict):
         for key, value in ADDED_AUDIO_KEYS.items():
             audio.setdefault(key, value)
