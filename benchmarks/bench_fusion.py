@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.5])
     ap.add_argument("--dims", type=int, nargs="*", default=[],
                     help="also whiten each model to this many dims before fusing")
+    ap.add_argument("--joint", type=int, nargs="*", default=[],
+                    help="also whiten the fused embedding to this many dims (fitted on the train songs)")
     ap.add_argument("--scratch", type=Path, default=Path("data/bench/fusion"))
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -98,7 +100,7 @@ def main() -> None:
     if hpcp_model.metric != "euclidean":
         raise SystemExit("bench_fusion fuses distance embeddings (triplet, contrastive)")
     shipped = {n: (hpcp_model.embed(hp[n].features), melody_model.embed(mel[n].features))
-               for n in ("val", "test", HOLDOUT)}
+               for n in SPLITS}
     baselines = {"test": read_json(paths.REPORTS / "baseline.json", "baseline report"),
                  HOLDOUT: read_json(paths.REPORTS / "baseline_holdout.json", "baseline report")}
     rows_meta = melody_rows(params, hp[HOLDOUT])
@@ -109,7 +111,11 @@ def main() -> None:
     for dims, emb in variants:
         runs += [fused_row(emb, w, dims, hp, params, baselines, rows_meta)
                  for w in [0.0, *args.weights, None]]
-    best = max((r for r in runs if r["melody_weight"] not in (None, 0.0) and r["per_model_dims"] is None),
+    for joint in args.joint:
+        runs += [fused_row(shipped, w, None, hp, params, baselines, rows_meta, joint)
+                 for w in args.weights]
+    best = max((r for r in runs if r["melody_weight"] not in (None, 0.0) and r["per_model_dims"] is None
+                and r["joint_dims"] is None),
                key=lambda r: r["expansion"]["val_map_plain"])
     write_json(args.out, {
         "seed": params["seed"], "hpcp_model": str(args.model), "melody_train_seconds": train_seconds,
@@ -123,7 +129,7 @@ def rewhitened(encoders: tuple, sets: tuple[dict, dict], dim: int, shrinkage: fl
     from coverid.model.encoders import full_embedding
     from coverid.model.whiten import project, whitening
 
-    out: dict[str, list] = {n: [] for n in ("val", "test", "holdout")}
+    out: dict[str, list] = {n: [] for n in SPLITS}
     for encoder, split_sets in zip(encoders, sets):
         full = Embedder(full_embedding(encoder), {"metric": "euclidean"})
         w, b = whitening(full.embed(split_sets["train"].features), dim, shrinkage)
@@ -133,8 +139,9 @@ def rewhitened(encoders: tuple, sets: tuple[dict, dict], dim: int, shrinkage: fl
 
 
 def fused_row(emb: dict, w: float | None, dims: int | None, hp: dict, params: dict,
-              baselines: dict, rows_meta: list) -> dict[str, Any]:
-    """MAP of the fusion at weight w (expansion picked on val) and its hold-out pair MRRs."""
+              baselines: dict, rows_meta: list, joint: int | None = None) -> dict[str, Any]:
+    """MAP of the fusion at weight w (expansion picked on val) and its hold-out pair MRRs;
+    `joint`: the fused embedding whitened to this many dims first (fitted on train)."""
     from coverid.data.splits import HOLDOUT
     from coverid.eval.distance import pairwise
     from coverid.eval.evaluate import baseline_queries
@@ -142,8 +149,13 @@ def fused_row(emb: dict, w: float | None, dims: int | None, hp: dict, params: di
 
     chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
     e = {n: fuse(a, b, w) for n, (a, b) in emb.items()}
+    if joint is not None:
+        from coverid.model.whiten import project, whitening
+
+        kernel, bias = whitening(e["train"], joint, params["model"]["projection_shrinkage"])
+        e = {n: project(x, kernel, bias) for n, x in e.items()}
     qe = select_expansion(e["val"], hp["val"].work_id, "euclidean", None, grid, chunk)
-    row: dict[str, Any] = {"melody_weight": w, "per_model_dims": dims,
+    row: dict[str, Any] = {"melody_weight": w, "per_model_dims": dims, "joint_dims": joint,
                            "dims": int(e["val"].shape[1]), "expansion": qe}
     for split in ("test", HOLDOUT):
         songs = hp[split]

@@ -1,4 +1,5 @@
-"""DVC stage `train`: fit the encoder on the train split (validation MAP on val) ->
+"""DVC stage `train`: fit the encoder (one per feature of a fused input, joined) on the train
+split (validation MAP on val) ->
 data/models/encoder, reports/train.json, the training curve; one MLflow run with the model."""
 
 from __future__ import annotations
@@ -20,34 +21,35 @@ def main() -> None:
     # TensorFlow loads with these: only once params.yaml has passed its checks
     from coverid.model.embedder import fingerprint, log_mlflow_model, save_embedder
     from coverid.train.devices import setup_devices
-    from coverid.train.fit import (
-        embedder_config,
-        fit,
-        resume_run_id,
-        split_sets,
-        train_report,
-        write_curve,
-    )
+    from coverid.train.fit import embedder_config, resume_run_id, split_sets, write_curve
+    from coverid.train.fusion import fit_fused, fused_report, part_checkpoints
 
     fs, splits = load_dataset(params)  # the extra corpus' train and val works too
     train_fs, val_fs = split_sets(fs, splits)
-    run_id = resume_run_id(params["train"], paths.CHECKPOINTS)
+    parts = fs.parts()  # one encoder per stacked feature (preprocess.fusion)
+    run_id = resume_run_id(params["train"], part_checkpoints(paths.CHECKPOINTS, parts, parts[0]))
     with stage_run("train", params, run_id=run_id) as run:
         setup = setup_devices(params["train"])
         mlflow.log_dict(setup.describe(), "devices.json")
         mlflow.set_tags({"coverid.devices": ",".join(setup.gpus or setup.cpus),
                          "coverid.strategy": setup.kind})
-        result = fit(params, train_fs, val_fs, paths.CHECKPOINTS, setup, run.info.run_id,
-                     on_epoch=lambda e, m: mlflow.log_metrics(m, step=e))
+        # per-epoch metrics: plain names for the first feature's encoder, <feature>_... for the others
+        result = fit_fused(params, train_fs, val_fs, paths.CHECKPOINTS, setup, run.info.run_id,
+                           on_epoch=lambda part, e, m: mlflow.log_metrics(
+                               {(k if part == parts[0] else f"{part}_{k}"): v for k, v in m.items()},
+                               step=e))
         config = embedder_config(params, fs, result.encoder)
         save_embedder(paths.MODEL_DIR, result.encoder, config, result.head)
         model_key = fingerprint(paths.MODEL_DIR)
         mlflow.set_tag("coverid.model", model_key)
-        metrics, timings = train_report(result, len(train_fs), len(val_fs))
+        metrics, timings = fused_report(result, len(train_fs), len(val_fs))
         write_json(paths.REPORTS / "train.json", metrics)
         record_timings(timings)
-        curves = write_curve(result.state.history, paths.PLOTS, result.state.best_epoch,
-                             f"{config['arch']}/{config['loss']}: loss on train, MAP on the val split")
+        first = result.parts[parts[0]].state
+        curves = write_curve(first.history, paths.PLOTS, first.best_epoch,
+                             f"{config['arch']}/{config['loss']} ({config['feature']}): loss on train, "
+                             "MAP on the val split",
+                             {p: r.state.history for p, r in result.parts.items() if p != parts[0]})
         log_numbers({**metrics, **timings})
         for path in curves:
             mlflow.log_artifact(str(path), "plots")

@@ -31,7 +31,8 @@ class FakeEmbedder:
     def __init__(self, seed: int = 0, metric: str = "euclidean", spect_len: int = SPECT_LEN,
                  feature: str = "hpcp", run: str = "run1") -> None:
         rng = np.random.default_rng(seed)
-        self.proj = rng.standard_normal((23 * spect_len, DIM)).astype(np.float32) / 10
+        rows = 23 * len(feature.split("+"))
+        self.proj = rng.standard_normal((rows * spect_len, DIM)).astype(np.float32) / 10
         self.metric = metric
         self.fingerprint = run
         self.head = (-np.abs(rng.standard_normal(DIM)).astype(np.float32), 2.0) if metric == "bce" else None
@@ -49,7 +50,8 @@ class FakeEmbedder:
 
 MODELS = {"modelA": lambda: FakeEmbedder(0), "modelB": lambda: FakeEmbedder(1),
           "modelS": lambda: FakeEmbedder(0, spect_len=30), "modelC": lambda: FakeEmbedder(0, feature="chroma_cens"),
-          "modelBCE": lambda: FakeEmbedder(0, metric="bce")}
+          "modelBCE": lambda: FakeEmbedder(0, metric="bce"),
+          "modelF": lambda: FakeEmbedder(0, feature="hpcp+melody")}
 
 
 def fake_open_model(model):
@@ -61,7 +63,8 @@ def fake_open_model(model):
 
 
 def fake_features(path, pcfg, feature):
-    """(T, 12) chroma from a text file "work=W var=V": a work's pattern plus a version's noise."""
+    """{part: (T, 12)} chroma from a text file "work=W var=V": a work's pattern plus a version's
+    noise (the same for each part of a stacked feature)."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "audio file not found")
@@ -71,7 +74,7 @@ def fake_features(path, pcfg, feature):
     fields = dict(kv.split("=") for kv in text.split())
     base = np.random.default_rng(int(fields["work"])).random((150, 12))
     noise = np.random.default_rng(1000 + int(fields["var"])).random((150, 12))
-    return (0.8 * base + 0.2 * noise).astype(np.float32)
+    return {part: (0.8 * base + 0.2 * noise).astype(np.float32) for part in feature.split("+")}
 
 
 
@@ -151,6 +154,31 @@ def test_build_search_round_trip(built, tmp_path):
     assert [h["perf_id"] for h in hits] == [idx.songs[i].perf_id for i in order[:5]]
     np.testing.assert_allclose([h["distance"] for h in hits], d[order[:5]], rtol=1e-4)
     assert all(h["is_cover"] is None for h in hits)
+
+
+def test_fused_model_extracts_every_feature_of_its_input(tmp_path, fakes, monkeypatch):
+    """A model of 'hpcp+melody' inputs: each song's features are extracted for both parts and
+    stacked (46 rows); the sidecar records the stack; a model of HPCP alone cannot search it."""
+    seen = []
+    monkeypatch.setattr(ident, "load_features",
+                        lambda path, pcfg, feature: seen.append(feature) or fake_features(path, pcfg, feature))
+    fused = FakeEmbedder(0, feature="hpcp+melody")
+    pcfg = ident.preprocess_config(fused)
+    assert (pcfg["feature"], list(pcfg["fusion"])) == ("hpcp", ["melody"])
+    assert ident.feature_config(fused)["feature"] == "hpcp+melody"
+    assert ident.probe_input(ident.feature_config(fused)).shape == (1, 46, SPECT_LEN)
+    audio = make_audio_dir(tmp_path / "audio")
+    ident.build_from("modelF", tmp_path / "idx", ICFG, audio_dir=audio)
+    idx = load_index(tmp_path / "idx")
+    assert json.loads((tmp_path / "idx" / "meta.json").read_text())["features"]["feature"] == "hpcp+melody"
+    assert set(seen) == {"hpcp+melody"} and idx.count == 14
+    x = ident.model_input(write_song(tmp_path / "q" / "new.wav", 1, 7), fused)
+    assert x.shape == (46, SPECT_LEN)
+    np.testing.assert_array_equal(x[:23], x[23:])  # the fake gives both parts the same chroma
+    hits = ident.identify([tmp_path / "q" / "new.wav"], idx, fused, k=3, threshold=None)[0]["results"]
+    assert [h["work_id"] for h in hits] == ["W_1"] * 3
+    with pytest.raises(CoveridError, match="another model"):
+        ident.open_for_search(tmp_path / "idx", "modelA")
 
 
 def test_index_kind_chosen_by_size_and_approx_matches_exact(tmp_path, fakes):

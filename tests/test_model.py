@@ -149,3 +149,45 @@ def test_load_errors(tmp_path):
     (bad / "config.json").write_text("{")
     with pytest.raises(BadInputError, match="not valid JSON"):
         load_embedder(bad)
+
+
+def test_fused_encoder_joins_weighted_unit_embeddings_and_round_trips(tmp_path):
+    """fuse_encoders: part i's rows through its encoder, scaled by w_i / sqrt(sum w^2): unit
+    norm, squared distance = (d_a^2 + w^2 d_b^2) / (1 + w^2); saved and loaded as one model."""
+    from coverid.eval.distance import pairwise
+    from coverid.model.encoders import fuse_encoders, fused_parts
+
+    rng = np.random.default_rng(5)
+    a, b = build_encoder(MOVE, (23, 20)), build_encoder(MOVE, (23, 20))
+    w = 1.5
+    fused = fuse_encoders({"hpcp": a, "melody": b}, [1.0, w], (46, 20))
+    x = np.concatenate([tiled(rng, 6, 20), tiled(rng, 6, 20)], axis=1)
+    ea, eb, e = np.asarray(a(x[:, :23])), np.asarray(b(x[:, 23:])), np.asarray(fused(x))
+    assert e.shape == (6, 16) and list(fused_parts(fused)) == ["hpcp", "melody"]
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(e, np.concatenate([ea, w * eb], 1) / np.sqrt(1 + w * w), atol=1e-6)
+    np.testing.assert_allclose(pairwise(e, e) ** 2,
+                               (pairwise(ea, ea) ** 2 + w * w * pairwise(eb, eb) ** 2) / (1 + w * w),
+                               atol=1e-5)
+    config = model_config({"feature": "hpcp", "fusion": ["melody"]}, arch="move", feature="hpcp+melody",
+                          embedding_dim=16, spect_len=20)
+    save_embedder(tmp_path / "encoder", fused, config)
+    back = load_embedder(tmp_path / "encoder")
+    np.testing.assert_allclose(back.embed(x), e, atol=1e-6)
+    assert back.dim == 16 and list(fused_parts(back.encoder)) == ["hpcp", "melody"]
+    with pytest.raises(CoveridError, match="do not fit"):
+        back.embed(x[:, :23])
+    with pytest.raises(CoveridError, match="need as many weights"):
+        fuse_encoders({"hpcp": a, "melody": b}, [1.0], (46, 20))
+    with pytest.raises(CoveridError, match="23 pitch rows each"):
+        fuse_encoders({"hpcp": a, "melody": b}, [1.0, 1.0], (40, 20))
+
+
+def test_models_saved_before_fusion_still_load(tmp_path):
+    """A config.json without preprocess.fusion (saved before it existed) means no fusion."""
+    enc = build_encoder(MOVE, (23, 20))
+    config = model_config(arch="move", embedding_dim=8, spect_len=20)
+    del config["preprocess"]["fusion"]
+    save_embedder(tmp_path / "old", enc, config)
+    emb = load_embedder(tmp_path / "old")
+    assert emb.config["preprocess"]["fusion"] == []

@@ -110,20 +110,30 @@ def test_scan_errors(tmp_path):
 
 def test_extract_audio_dir(audio_dir):
     skips = SkipLog()
-    fs = extract_audio_dir(audio_dir, pcfg(), "audio", skips)
+    fs = extract_audio_dir(audio_dir, pcfg(fusion=[]), "audio", skips)
     assert fs.features.shape == (5, 23, 50) and fs.feature == "hpcp" and fs.source == "audio"
     assert list(fs.work_id) == ["W_a", "W_a", "W_b", "W_b", "W_unknown_loose"]
     assert list(fs.perf_id) == ["P_1", "P_2", "P_3", "P_4", "loose"]
     assert fs.length_frames[1] < fs.length_frames[0]  # 2.5 s vs 3 s
     assert fs.params["spect_len"] == 50 and fs.frame_rate_hz == pytest.approx(44100 / 512)
     assert skips.total == 5 and not skips.skipped
-    untiled = extract_audio_dir(audio_dir, pcfg(tile=False, feature="chroma_cens"), "audio", SkipLog())
+    untiled = extract_audio_dir(audio_dir, pcfg(tile=False, feature="chroma_cens", fusion=[]), "audio",
+                                SkipLog())
     assert untiled.features.shape == (5, 12, 50) and untiled.feature == "chroma_cens"
     # chords of pure sines: the melody tracker hears a voice in each, in processes as in one
-    melody = extract_audio_dir(audio_dir, pcfg(feature="melody", scheduler="processes", workers=2),
-                               "audio", SkipLog())
+    melody = extract_audio_dir(audio_dir, pcfg(feature="melody", fusion=[], scheduler="processes",
+                                               workers=2), "audio", SkipLog())
     assert melody.features.shape == (5, 23, 50) and melody.feature == "melody"
     assert melody.features.min() >= 0 and melody.features.max() <= 1 and melody.features.any()
+    # preprocess.fusion: each song's HPCP rows, then its melody rows, from one decode
+    stacked = extract_audio_dir(audio_dir, pcfg(fusion=["melody"]), "audio", SkipLog())
+    assert stacked.features.shape == (5, 46, 50) and stacked.feature == "hpcp+melody"
+    assert stacked.parts() == ["hpcp", "melody"]
+    np.testing.assert_array_equal(stacked.part("hpcp").features, fs.features)
+    np.testing.assert_array_equal(stacked.part("melody").features, melody.features)
+    np.testing.assert_array_equal(stacked.length_frames, fs.length_frames)
+    with pytest.raises(CoveridError, match="repeats a feature"):
+        extract_audio_dir(audio_dir, pcfg(fusion=["hpcp"]), "audio", SkipLog())
 
 
 def test_bad_files_are_skipped_and_the_rest_goes_on(tmp_path):
@@ -222,8 +232,12 @@ def test_stage_round_trip(audio_dir, tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(ROOT / "stages" / "preprocess.py"), run_name="__main__")
+    # preprocess.fusion [melody]: one dataset per feature (SPEC.md section 3), read back stacked
     fs = read_features(tmp_path / "data" / "processed" / "audio.h5")
-    assert fs.features.shape == (5, 23, 40) and fs.source == "audio" and fs.params["spect_len"] == 40
+    assert fs.features.shape == (5, 46, 40) and fs.source == "audio" and fs.params["spect_len"] == 40
+    assert fs.feature == "hpcp+melody"
+    hpcp = read_features(tmp_path / "data" / "processed" / "audio.h5", "hpcp")
+    np.testing.assert_array_equal(hpcp.features, fs.features[:, :23])
     splits = read_splits(tmp_path / "data" / "processed" / "splits.json")
     assert set(splits) == {"W_a", "W_b", "W_unknown_loose"}
     report = json.loads((tmp_path / "reports" / "preprocess_skipped.json").read_text())
@@ -260,6 +274,8 @@ def test_cli_errors(audio_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_melody_is_refused_for_datacos_in_one_line():
-    params = with_overrides(repo_params(), {"data.source": "datacos", "preprocess.feature": "melody"})
-    with pytest.raises(CoveridError, match="'melody' is extracted from audio"):
-        features_for_source(params, SkipLog())
+    for over in ({"preprocess.feature": "melody", "preprocess.fusion": []},
+                 {"preprocess.feature": "hpcp", "preprocess.fusion": ["melody"]}):
+        params = with_overrides(repo_params(), {"data.source": "datacos", **over})
+        with pytest.raises(CoveridError, match="'melody' is extracted from audio"):
+            features_for_source(params, SkipLog())

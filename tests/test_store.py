@@ -69,3 +69,48 @@ def test_read_errors_name_the_file(tmp_path, feature_set):
     write_features(path, feature_set)
     with pytest.raises(BadInputError, match="no dataset 'features/crema'"):
         read_features(path, feature="crema")
+
+
+def test_stacked_features_are_one_dataset_per_feature(tmp_path, feature_set):
+    """A fused model's input ('hpcp+melody', 46 rows) is stored as features/hpcp and
+    features/melody (SPEC.md section 3), read back stacked, or one feature alone."""
+    from dataclasses import replace
+
+    melody = np.random.default_rng(3).random(feature_set.features.shape).astype(np.float32)
+    stacked = replace(feature_set, features=np.concatenate([feature_set.features, melody], axis=1),
+                      feature="hpcp+melody")
+    assert stacked.parts() == ["hpcp", "melody"]
+    np.testing.assert_array_equal(stacked.part("melody").features, melody)
+    assert stacked.part("hpcp").feature == "hpcp"
+    with pytest.raises(ValueError, match="no 'crema' rows"):
+        stacked.part("crema")
+    write_features(tmp_path / "s.h5", stacked)
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert sorted(f["features"]) == ["hpcp", "melody"] and f["features/melody"].shape[1] == 23
+        assert f.attrs["feature"] == "hpcp+melody"
+    back = read_features(tmp_path / "s.h5")
+    assert back.feature == "hpcp+melody"
+    np.testing.assert_array_equal(back.features, stacked.sorted().features)
+    alone = read_features(tmp_path / "s.h5", "melody")
+    np.testing.assert_array_equal(alone.features, stacked.sorted().features[:, 23:])
+    with pytest.raises(BadInputError, match="crema"):
+        read_features(tmp_path / "s.h5", "hpcp+crema")
+
+
+def test_stack_sets_keeps_the_songs_every_set_holds(feature_set):
+    """Da-TACOS features come in one folder per feature: a song missing from one is dropped,
+    the rest are stacked row by row whatever each set's order."""
+    from dataclasses import replace
+
+    from coverid.data.store import stack_sets
+
+    crema = replace(feature_set, features=feature_set.features + 1.0, feature="crema")
+    crema = crema.take(np.arange(len(crema))[::-1][1:])  # reversed, one song missing
+    both = stack_sets([feature_set, crema])
+    assert both.feature == "hpcp+crema" and len(both) == len(feature_set) - 1
+    assert feature_set.perf_id[-1] not in set(both.perf_id)
+    for i, perf in enumerate(both.perf_id):
+        j = list(feature_set.perf_id).index(perf)
+        np.testing.assert_array_equal(both.features[i, :23], feature_set.features[j])
+        np.testing.assert_array_equal(both.features[i, 23:], feature_set.features[j] + 1.0)
+    assert stack_sets([feature_set]) is feature_set

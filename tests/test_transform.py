@@ -65,3 +65,31 @@ def test_pitch_names_follow_each_features_first_bin():
     assert pitch_names("datacos", "hpcp")[0] == "A"
     assert pitch_names("datacos", "crema") == pitch_names("datacos", "chroma_cens")
     assert pitch_names("datacos", "crema")[::3] == ["C", "D#", "F#", "A"]
+
+
+def test_stacked_inputs_of_fused_features():
+    """preprocess.fusion: the input stacks each feature's to_model_input, in the name's order."""
+    from coverid.core.errors import CoveridError
+    from coverid.features.transform import (
+        feature_parts,
+        input_feature,
+        part_rows,
+        stacked_input,
+        to_model_input,
+    )
+
+    assert input_feature({"feature": "hpcp", "fusion": []}) == "hpcp"
+    assert input_feature({"feature": "hpcp", "fusion": ["melody"]}) == "hpcp+melody"
+    assert feature_parts("hpcp+melody") == ["hpcp", "melody"]
+    with pytest.raises(CoveridError, match="repeats a feature"):
+        input_feature({"feature": "melody", "fusion": ["melody"]})
+    assert part_rows(46, 2) == 23 and part_rows(24, 2) == 12 and part_rows(23, 1) == 23
+    for rows, parts in ((46, 1), (45, 2), (23, 2)):
+        with pytest.raises(CoveridError, match="pitch rows each"):
+            part_rows(rows, parts)
+    rng = np.random.default_rng(0)
+    xs = {"melody": rng.random((90, 12)), "hpcp": rng.random((100, 12))}  # lengths may differ
+    x = stacked_input(xs, "hpcp+melody", 30, None, True)
+    assert x.shape == (46, 30)
+    np.testing.assert_array_equal(x[:23], to_model_input(xs["hpcp"], 30, None, True))
+    np.testing.assert_array_equal(x[23:], to_model_input(xs["melody"], 30, None, True))

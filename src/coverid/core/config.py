@@ -242,6 +242,7 @@ class AudioFeatures(Section):
 class Preprocess(Section):
     """Features -> model inputs, and how the work is spread over workers."""
     feature: Feature
+    fusion: list[Feature]
     spect_len: int
     max_frames: int | None
     tile: bool
@@ -302,6 +303,7 @@ class Model(Section):
     projection_dim: int | None
     projection: ProjectionKind
     projection_shrinkage: float
+    fusion_weight: float
     move: Move
     bag: Bag
 

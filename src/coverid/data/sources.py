@@ -24,9 +24,10 @@ from coverid.data.datacos import (
 )
 from coverid.data.dataset import audio_manifest
 from coverid.data.melodies import generate_melody_corpus
-from coverid.data.store import FeatureSet, write_features
+from coverid.data.store import FeatureSet, stack_sets, write_features
 from coverid.data.synth import generate_corpus
 from coverid.features.collection import build_feature_set, extract_audio_dir
+from coverid.features.transform import feature_parts, input_feature
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,16 @@ def features_for_source(params: dict[str, Any], skips: SkipLog) -> FeatureSet:
         return extract_audio_dir(audio_dir, pcfg, source, skips, extensions=extensions)
     if source == "datacos":
         cfg = data["datacos"]
-        if pcfg["feature"] == "melody":
-            raise CoveridError("preprocess.feature 'melody' is extracted from audio, and Da-TACOS "
-                               "ships features only (crema | hpcp | chroma_cens)")
-        if pcfg["feature"] not in cfg["features"]:
-            raise CoveridError(f"preprocess.feature {pcfg['feature']!r} is not among the downloaded "
-                               f"data.datacos.features {cfg['features']}")
-        return load_subset(paths.raw_dir(params), cfg["subset"], pcfg["feature"], pcfg, skips)
+        parts = feature_parts(input_feature(pcfg))
+        if "melody" in parts:
+            raise CoveridError("preprocess.feature / fusion 'melody' is extracted from audio, and "
+                               "Da-TACOS ships features only (crema | hpcp | chroma_cens)")
+        for part in parts:
+            if part not in cfg["features"]:
+                raise CoveridError(f"preprocess feature {part!r} is not among the downloaded "
+                                   f"data.datacos.features {cfg['features']}")
+        return stack_sets([load_subset(paths.raw_dir(params), cfg["subset"], part, pcfg, skips)
+                           for part in parts])
     raise unknown_source(source)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from coverid import __version__
 from coverid.core.errors import BadInputError
 from coverid.core.io import atomic_path
+from coverid.features.transform import feature_parts, part_rows
 
 SOURCES = ("datacos", "audio", "synth", "melodies")
 _STR = h5py.string_dtype(encoding="utf-8")
@@ -48,6 +49,19 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def parts(self) -> list[str]:
+        """The features stacked in each row: ['hpcp'], or ['hpcp', 'melody'] for 'hpcp+melody'."""
+        return feature_parts(self.feature)
+
+    def part(self, name: str) -> FeatureSet:
+        """The same songs with only the rows of one stacked feature."""
+        parts = self.parts()
+        if name not in parts:
+            raise ValueError(f"{self.feature} features hold no {name!r} rows")
+        rows = part_rows(self.features.shape[1], len(parts))
+        i = parts.index(name)
+        return replace(self, features=self.features[:, i * rows:(i + 1) * rows], feature=name)
 
     @property
     def spect_len(self) -> int:
@@ -93,6 +107,18 @@ def concat(sets: list[FeatureSet]) -> FeatureSet:
         params=first.params, created_by=first.created_by)
 
 
+def stack_sets(sets: list[FeatureSet]) -> FeatureSet:
+    """The songs that every set holds, each with the sets' rows one above the other (feature
+    'a+b'; lengths and metadata from the first set); one set is returned as it is."""
+    if len(sets) == 1:
+        return sets[0]
+    common = set.intersection(*(set(fs.perf_id) for fs in sets))
+    sets = [fs.take(np.isin(fs.perf_id, list(common))).sorted() for fs in sets]
+    first = sets[0]
+    return replace(first, features=np.concatenate([fs.features for fs in sets], axis=1),
+                   feature="+".join(fs.feature for fs in sets))
+
+
 def _create_untimed(path: Path) -> h5py.File:
     """A new HDF5 file (creation order tracked) whose root group records no creation time,
     so that the same features always give the same bytes."""
@@ -105,11 +131,13 @@ def _create_untimed(path: Path) -> h5py.File:
 
 
 def write_features(path: str | Path, fs: FeatureSet) -> None:
-    """Write `fs` sorted by (work_id, perf_id) to `path`, atomically."""
+    """Write `fs` sorted by (work_id, perf_id) to `path`, atomically; a stacked feature
+    ('hpcp+melody') as one dataset per part, the `feature` attribute naming the stack."""
     fs = fs.sorted()
     with atomic_path(path) as tmp:
         with _create_untimed(tmp) as f:
-            f.create_dataset(f"features/{fs.feature}", data=fs.features, track_times=False)
+            for part, x in zip(fs.parts(), np.split(fs.features, len(fs.parts()), axis=1)):
+                f.create_dataset(f"features/{part}", data=x, track_times=False)
             f.create_dataset("work_id", data=fs.work_id.astype(object), dtype=_STR,
                              track_times=False)
             f.create_dataset("perf_id", data=fs.perf_id.astype(object), dtype=_STR,
@@ -124,7 +152,8 @@ def write_features(path: str | Path, fs: FeatureSet) -> None:
 
 
 def read_features(path: str | Path, feature: str | None = None) -> FeatureSet:
-    """Read a feature store; `feature` defaults to the file's `feature` attribute."""
+    """Read a feature store; `feature` defaults to the file's `feature` attribute; a stacked
+    one ('hpcp+melody') is its parts' datasets one above the other."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(path, "feature file not found")
@@ -135,15 +164,16 @@ def read_features(path: str | Path, feature: str | None = None) -> FeatureSet:
     with f:
         try:
             feature = feature or str(f.attrs["feature"])
-            key = f"features/{feature}"
-            if key not in f:
-                have = sorted(f["features"].keys()) if "features" in f else []
-                raise BadInputError(path, f"no dataset {key!r} (has {have})")
+            for key in (f"features/{part}" for part in feature_parts(feature)):
+                if key not in f:
+                    have = sorted(f["features"].keys()) if "features" in f else []
+                    raise BadInputError(path, f"no dataset {key!r} (has {have})")
             for name in ("work_id", "perf_id", "length_frames"):
                 if name not in f:
                     raise BadInputError(path, f"missing dataset {name!r}")
             return FeatureSet(
-                features=f[key][()],
+                features=np.concatenate([f[f"features/{part}"][()] for part in feature_parts(feature)],
+                                        axis=1),
                 work_id=f["work_id"].asstr()[()],
                 perf_id=f["perf_id"].asstr()[()],
                 length_frames=f["length_frames"][()],

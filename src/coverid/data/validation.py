@@ -200,8 +200,9 @@ def work_frame(perf: pd.DataFrame) -> pd.DataFrame:
 
 
 def expected_rows(pcfg: dict[str, Any]) -> int:
-    """Pitch rows F the preprocess params produce: 23 when tiled, else 12."""
-    return 23 if pcfg["tile"] else 12
+    """Pitch rows F the preprocess params produce: 23 when tiled, else 12, per stacked feature
+    (preprocess.feature and each of preprocess.fusion)."""
+    return (23 if pcfg["tile"] else 12) * (1 + len(pcfg["fusion"]))
 
 
 def validate_features(fs: FeatureSet, splits: dict[str, str], vcfg: dict[str, Any],
@@ -243,7 +244,7 @@ def _performance_suite(gx: Any, vcfg: dict[str, Any], pcfg: dict[str, Any]) -> A
         ("unique_perf_id", E.ExpectColumnValuesToBeUnique(column="perf_id"),
          "no duplicate perf_id"),
         ("pitch_rows", E.ExpectColumnValuesToBeInSet(column="n_rows", value_set=[f_rows]),
-         f"F = {f_rows} pitch rows (12, or 23 when preprocess.tile)"),
+         f"F = {f_rows} pitch rows (12, or 23 when preprocess.tile, per feature)"),
         ("frames", E.ExpectColumnValuesToBeInSet(column="n_frames", value_set=[int(pcfg["spect_len"])]),
          "L = preprocess.spect_len frames"),
         ("finite", E.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),

@@ -19,7 +19,7 @@ from coverid.core.skips import SkipLog
 from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
 from coverid.data.store import FeatureSet
 from coverid.features.extract import FEATURES, extract_features
-from coverid.features.transform import to_model_input
+from coverid.features.transform import feature_parts, input_feature, stacked_input
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,14 @@ def build_feature_sets(items: Sequence[Item], load_fn: Callable[[Any], dict[str,
                        pcfg: dict[str, Any], source: str, features: list[str],
                        skips: SkipLog) -> dict[str, FeatureSet]:
     """build_feature_set for several features from one load: `load_fn(path)` returns
-    {feature: (T, 12)}; a file that fails for any feature is skipped for all."""
+    {feature: (T, 12)} for every part of `features` (a stacked one, 'hpcp+melody', gets its
+    parts' inputs one above the other); a file that fails for any feature is skipped for all."""
     items = [tuple(it) for it in items]
     skips.total += len(items)
     n = len(items)
     rows = 2 * 12 - 1 if pcfg["tile"] else 12
     spect_len = int(pcfg["spect_len"])
-    arrays = {f: np.empty((n, rows, spect_len), np.float32) for f in features}
+    arrays = {f: np.empty((n, rows * len(feature_parts(f)), spect_len), np.float32) for f in features}
     lengths = np.zeros(n, np.int32)
     ok = np.zeros(n, bool)
     task = partial(_featurize, load_fn=load_fn, features=tuple(features), spect_len=spect_len,
@@ -104,14 +105,16 @@ def _featurize(indexed: tuple[int, Item], load_fn: Callable[[Any], dict[str, np.
     try:
         loaded = load_fn(path)
         out, length = {}, None
-        for f in features:
-            x = np.asarray(loaded[f], dtype=np.float32)
+        parts = {}
+        for p in dict.fromkeys(p for f in features for p in feature_parts(f)):
+            x = np.asarray(loaded[p], dtype=np.float32)
             if x.ndim != 2 or x.shape[1] != 12 or len(x) == 0:
-                raise BadInputError(path, f"expected (T, 12) {f} features, got shape {x.shape}")
+                raise BadInputError(path, f"expected (T, 12) {p} features, got shape {x.shape}")
             if not np.all(np.isfinite(x)):
-                raise BadInputError(path, f"{f} features hold NaN or infinite values")
-            out[f] = to_model_input(x, spect_len, max_frames, tile)
+                raise BadInputError(path, f"{p} features hold NaN or infinite values")
+            parts[p] = x
             length = len(x) if length is None else length
+        out = {f: stacked_input(parts, f, spect_len, max_frames, tile) for f in features}
         return i, out, int(length), None
     except BadInputError as e:
         return i, None, 0, e.problem
@@ -208,17 +211,19 @@ def _load_audio_features(path: Path, pcfg: dict[str, Any], features: tuple[str, 
 
 def extract_audio_dir(audio_dir: str | Path, pcfg: dict[str, Any], source: str, skips: SkipLog,
                       feature: str | None = None, extensions: list[str] | None = None) -> FeatureSet:
-    """Features of every performance in an audio folder (SPEC.md section 2) as a FeatureSet."""
-    feature = feature or pcfg["feature"]
+    """Features of every performance in an audio folder (SPEC.md section 2) as a FeatureSet
+    (default feature: the model input's, input_feature(pcfg))."""
+    feature = feature or input_feature(pcfg)
     return extract_audio_dir_features(audio_dir, pcfg, source, skips, [feature], extensions)[feature]
 
 
 def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], source: str, skips: SkipLog,
                                features: list[str], extensions: list[str] | None = None) -> dict[str, FeatureSet]:
     """extract_audio_dir for several features at once (each file is decoded once)."""
-    for feature in features:
-        if feature not in FEATURES:
-            raise CoveridError(f"feature {feature!r} cannot be computed from audio "
+    parts = tuple(dict.fromkeys(p for f in features for p in feature_parts(f)))
+    for part in parts:
+        if part not in FEATURES:
+            raise CoveridError(f"feature {part!r} cannot be computed from audio "
                                f"(choose from {', '.join(FEATURES)})")
     extensions = list(extensions or AUDIO_EXTENSIONS)
     scanned = scan_audio_dir(audio_dir, extensions)
@@ -229,5 +234,5 @@ def extract_audio_dir_features(audio_dir: str | Path, pcfg: dict[str, Any], sour
     if not items:
         skips.check(pcfg["max_failed_fraction"])
         raise CoveridError(f"{audio_dir}: no usable audio files")
-    load = partial(_load_audio_features, pcfg=pcfg, features=tuple(features), extensions=extensions)
+    load = partial(_load_audio_features, pcfg=pcfg, features=parts, extensions=extensions)
     return build_feature_sets(items, load, pcfg, source, features, skips)

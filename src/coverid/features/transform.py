@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from coverid.core.errors import CoveridError
@@ -19,6 +21,29 @@ def pitch_names(source: str, feature: str) -> list[str]:
     first = "C" if source == "datacos" and feature in ("crema", "chroma_cens") else "A"
     start = NOTES.index(first)
     return [NOTES[(start + i) % PITCH] for i in range(PITCH)]
+
+
+def feature_parts(feature: str) -> list[str]:
+    """The features a model input stacks, top to bottom: 'hpcp+melody' -> ['hpcp', 'melody']."""
+    return feature.split("+")
+
+
+def input_feature(pcfg: Any) -> str:
+    """The model input's feature name: preprocess.feature, then each of preprocess.fusion,
+    joined by '+'; a feature named twice is a one-line error."""
+    parts = [pcfg["feature"], *pcfg["fusion"]]
+    if len(set(parts)) != len(parts):
+        raise CoveridError(f"preprocess.fusion {list(pcfg['fusion'])} repeats a feature "
+                           f"(preprocess.feature is {pcfg['feature']!r})")
+    return "+".join(parts)
+
+
+def part_rows(n_rows: int, n_parts: int) -> int:
+    """Pitch rows of each of `n_parts` stacked features in an `n_rows`-row input (12 or 23)."""
+    if n_parts < 1 or n_rows % n_parts or n_rows // n_parts not in (PITCH, TILED_ROWS):
+        raise CoveridError(f"model inputs of {n_parts} stacked features need {PITCH} or "
+                           f"{TILED_ROWS} pitch rows each, got {n_rows} rows")
+    return n_rows // n_parts
 
 
 def is_tiled(n_rows: int) -> bool:
@@ -77,3 +102,11 @@ def to_model_input(x: np.ndarray, spect_len: int, max_frames: int | None, tile: 
     x = crop_or_wrap(np.asarray(x, dtype=np.float32), max_frames)
     y = resize_time(x, spect_len).T
     return (tile_pitch(y) if tile else y).astype(np.float32)
+
+
+def stacked_input(xs: dict[str, np.ndarray], feature: str, spect_len: int, max_frames: int | None,
+                  tile: bool) -> np.ndarray:
+    """{part: (T, 12)} -> the (F, spect_len) input of `feature`: each part's to_model_input,
+    stacked top to bottom in the name's order (F = 12 or 23 per part)."""
+    return np.concatenate([to_model_input(xs[p], spect_len, max_frames, tile)
+                           for p in feature_parts(feature)])

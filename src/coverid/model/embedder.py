@@ -37,7 +37,9 @@ CACHE_ENV = "COVERID_CACHE"
 # what every config.json holds (see the module docstring; params_hash may be null)
 CONFIG_KEYS = ("arch", "loss", "embedding_dim", "metric", "feature", "spect_len", "tile", "max_frames",
                "preprocess", "params_hash")
-# preprocess.audio keys added after models were saved without them -> the value they imply
+# preprocess (and preprocess.audio) keys added after models were saved without them -> the
+# value they imply
+ADDED_PREPROCESS_KEYS = {"fusion": []}
 ADDED_AUDIO_KEYS = {"melody_frame_size": 2048}
 
 
@@ -181,6 +183,9 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     """`config` with the preprocess keys added since older models were saved set to what those
     models used, so that they keep loading (in place; returned for convenience)."""
     preprocess = config.get("preprocess")
+    if isinstance(preprocess, dict):
+        for key, value in ADDED_PREPROCESS_KEYS.items():
+            preprocess.setdefault(key, list(value))
     audio = preprocess.get("audio") if isinstance(preprocess, dict) else None
     if isinstance(audio, dict):
         for key, value in ADDED_AUDIO_KEYS.items():

@@ -24,7 +24,7 @@ import numpy as np
 from keras import layers, ops
 
 from coverid.core.errors import CoveridError
-from coverid.features.transform import PITCH, TILED_ROWS, is_tiled
+from coverid.features.transform import PITCH, TILED_ROWS, is_tiled, part_rows
 from coverid.model.bag import build_bag, init_codebook
 from coverid.model.layers import KeyRoll, PitchTile, untiled
 
@@ -189,6 +189,64 @@ def full_embedding(encoder: keras.Model) -> keras.Model:
     """The encoder without its projection (the embedding the projection maps), or itself."""
     proj = projection_of(encoder)
     return encoder if proj is None else keras.Model(encoder.input, proj.input, name=encoder.name)
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class Rows(layers.Layer):
+    """(B, F, L) -> (B, stop - start, L): one stacked feature's rows of a fused input."""
+
+    def __init__(self, start: int, stop: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, x):
+        return x[:, self.start:self.stop]
+
+    def compute_output_shape(self, shape):
+        return (shape[0], self.stop - self.start, shape[2])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package="coverid")
+class Scale(layers.Layer):
+    """x times a fixed factor (a fused part's weight)."""
+
+    def __init__(self, factor: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "factor": self.factor}
+
+
+def fuse_encoders(parts: dict[str, keras.Model], weights: list[float],
+                  input_shape: tuple[int, int | None]) -> keras.Model:
+    """One encoder of a stacked input (rows of each feature in `parts`' order): part i's rows go
+    through its encoder, and the unit-norm embeddings, scaled by w_i / sqrt(sum w^2), are
+    concatenated. The result has unit norm, and its squared distance is sum_i w_i^2 d_i^2 /
+    sum w^2: late fusion of models that fail on different pairs (docs/results.md)."""
+    if len(weights) != len(parts):
+        raise CoveridError(f"{len(parts)} fused encoders need as many weights, got {weights}")
+    rows = part_rows(input_shape[0], len(parts))
+    norm = float(np.sqrt(np.sum(np.square(weights))))
+    inp = keras.Input(shape=input_shape, name="features")
+    outs = []
+    for i, ((name, encoder), w) in enumerate(zip(parts.items(), weights)):
+        x = Rows(i * rows, (i + 1) * rows, name=f"{name}_rows")(inp)
+        named = keras.Model(encoder.input, encoder.output, name=f"{name}_encoder")
+        outs.append(Scale(w / norm, dtype="float32", name=f"{name}_weight")(named(x)))
+    return keras.Model(inp, layers.Concatenate(name="fused")(outs), name="fused_encoder")
+
+
+def fused_parts(encoder: keras.Model) -> dict[str, keras.Model]:
+    """The part encoders of a `fuse_encoders` model by feature ({} for a plain encoder)."""
+    return {layer.name.removesuffix("_encoder"): layer for layer in encoder.layers
+            if isinstance(layer, keras.Model)} if encoder.name == "fused_encoder" else {}
 
 
 def _pitch_rows(x, n_rows: int):

@@ -37,9 +37,9 @@ from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_item
 from coverid.data.metadata import read_metadata
 from coverid.data.store import read_features
 from coverid.eval.distance import paired
-from coverid.features.collection import build_feature_set
-from coverid.features.extract import extract_file
-from coverid.features.transform import to_model_input
+from coverid.features.collection import build_feature_sets
+from coverid.features.extract import extract_features
+from coverid.features.transform import feature_parts, input_feature, stacked_input
 from coverid.model.embedder import load_embedder
 from coverid.search.index import (
     Hit,
@@ -77,7 +77,8 @@ def model_source(model: str | Path) -> str:
 def feature_config(embedder: Any) -> dict[str, Any]:
     """The feature settings a model was trained with (what every query must be extracted with)."""
     pcfg = preprocess_config(embedder)
-    return {key: to_plain(pcfg[key]) for key in ("feature", "spect_len", "tile", "max_frames", "audio")}
+    return {"feature": input_feature(pcfg),
+            **{key: to_plain(pcfg[key]) for key in ("spect_len", "tile", "max_frames", "audio")}}
 
 
 def model_identity(embedder: Any, source: str) -> dict[str, Any]:
@@ -104,31 +105,40 @@ def model_identity(embedder: Any, source: str) -> dict[str, Any]:
 
 def probe_input(fc: dict[str, Any]) -> np.ndarray:
     """A fixed (1, F, L) input in [0, 1] whose embedding fingerprints a model."""
-    rows = 23 if fc["tile"] else 12
+    rows = input_rows(fc)
     return np.random.default_rng(_PROBE_SEED).random((1, rows, fc["spect_len"]), dtype=np.float32)
 
 
-def load_features(path: str | Path, pcfg: dict[str, Any], feature: str) -> np.ndarray:
-    """(T, 12) features of one audio file (essentia decode + chroma)."""
-    return extract_file(path, pcfg, feature)
+def input_rows(fc: dict[str, Any]) -> int:
+    """Pitch rows of the model input: 12 or 23 (tiled) per stacked feature."""
+    return (23 if fc["tile"] else 12) * len(feature_parts(fc["feature"]))
+
+
+def load_features(path: str | Path, pcfg: dict[str, Any], feature: str) -> dict[str, np.ndarray]:
+    """{part: (T, 12)} features of one audio file (essentia decode + chroma), for each feature
+    that `feature` ('hpcp' or a stack such as 'hpcp+melody') is made of."""
+    return extract_features(path, pcfg, feature_parts(feature))
 
 
 def preprocess_config(embedder: Any) -> Preprocess:
-    """The model's saved preprocess section with the feature, length, tiling and crop it was
+    """The model's saved preprocess section with the feature(s), length, tiling and crop it was
     trained on; one line naming the key when the model's config lacks one."""
     cfg = embedder.config
     try:
-        saved, top = cfg["preprocess"], {key: cfg[key] for key in ("feature", "spect_len", "tile", "max_frames")}
+        saved, top = cfg["preprocess"], {key: cfg[key] for key in ("spect_len", "tile", "max_frames")}
+        first, *fused = feature_parts(cfg["feature"])
     except KeyError as e:
         raise CoveridError(f"the model's config lacks {e}; was it saved by coverid?") from None
+    top.update(feature=first, fusion=fused)
     return parse_section(Preprocess, {**to_plain(saved), **top}, "the model's config", "preprocess")
 
 
 def model_input(path: str | Path, embedder: Any) -> np.ndarray:
     """One audio file -> (F, spect_len) model input, with the model's feature settings."""
     pcfg = preprocess_config(embedder)
-    x = load_features(path, pcfg, pcfg["feature"])
-    return to_model_input(x, pcfg["spect_len"], pcfg["max_frames"], pcfg["tile"])
+    feature = input_feature(pcfg)
+    return stacked_input(load_features(path, pcfg, feature), feature, pcfg["spect_len"],
+                         pcfg["max_frames"], pcfg["tile"])
 
 
 def embed_files(paths: Sequence[str | Path], embedder: Any,
@@ -186,14 +196,14 @@ def songs_from_audio_dir(audio_dir: str | Path, embedder: Any,
     performance of an audio folder; unusable files are skipped and recorded, up to the
     model's preprocess.max_failed_fraction."""
     pcfg = preprocess_config(embedder)
-    feature = pcfg["feature"]
+    feature = input_feature(pcfg)
     scanned = scan_audio_dir(audio_dir, AUDIO_EXTENSIONS)
     skips = SkipLog()
     items = usable_items(scanned, skips)
     if not items:
         raise BadInputError(audio_dir, "no usable audio files")
-    fs = build_feature_set(items, partial(load_features, pcfg=pcfg, feature=feature), pcfg, "audio",
-                           feature, skips)
+    fs = build_feature_sets(items, partial(load_features, pcfg=pcfg, feature=feature), pcfg, "audio",
+                            [feature], skips)[feature]
     by_perf = {it.perf_id: it for it in scanned if it.skip is None}
     extra = song_metadata(metadata) if metadata else {}
     songs = []
@@ -241,14 +251,14 @@ def _has_feature(h5: str | Path, feature: str) -> bool:
 
     try:
         with h5py.File(h5, "r") as f:
-            return f"features/{feature}" in f
+            return all(f"features/{part}" in f for part in feature_parts(feature))
     except OSError:
         return False
 
 
 def check_feature_file(h5: str | Path, fs: Any, fc: dict[str, Any]) -> None:
     """A feature file must hold the model's feature, length, pitch rows and crop."""
-    rows = 23 if fc["tile"] else 12
+    rows = input_rows(fc)
     if fs.feature != fc["feature"]:
         raise BadInputError(h5, f"holds {fs.feature!r} features, the model uses {fc['feature']!r}")
     if fs.spect_len != fc["spect_len"] or fs.features.shape[1] != rows:

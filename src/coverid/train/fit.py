@@ -28,7 +28,7 @@ from coverid.data.splits import split_mask
 from coverid.data.store import FeatureSet
 from coverid.eval.distance import pairwise
 from coverid.eval.metrics import retrieval_metrics
-from coverid.features.transform import is_tiled
+from coverid.features.transform import is_tiled, part_rows
 from coverid.model.embedder import (
     embed_batches,
     make_embed_fn,
@@ -465,6 +465,7 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dic
     """config.json of the model dir (COMMON contract); no run id or time, so the same
     training gives the same bytes (the MLflow run is found by the model's fingerprint)."""
     pre = to_plain(params["preprocess"])
+    pre["feature"], *pre["fusion"] = fs.parts()  # what the model's input holds
     return {
         "arch": params["model"]["arch"],
         "loss": params["train"]["loss"],
@@ -472,7 +473,7 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dic
         "metric": metric_for(params["train"]["loss"]),
         "feature": fs.feature,
         "spect_len": fs.spect_len,
-        "tile": is_tiled(int(fs.features.shape[1])),
+        "tile": is_tiled(part_rows(int(fs.features.shape[1]), len(fs.parts()))),
         "max_frames": pre["max_frames"],
         "preprocess": pre,
         "params_hash": params_hash(params),
@@ -480,10 +481,11 @@ def embedder_config(params: dict[str, Any], fs: FeatureSet, encoder: Any) -> dic
 
 
 def write_curve(history: list[dict[str, Any]], plot_dir: Path, best_epoch: int,
-                heading: str) -> list[Path]:
+                heading: str, others: dict[str, list[dict[str, Any]]] | None = None) -> list[Path]:
     """plot_dir/train_curve.csv (epoch, loss), val_map.csv (epoch, val_map of the validated
     epochs only: DVC plots draw a missing value as 0) and train_curve.png of both, with the
-    epoch whose weights were kept marked; returns the three paths."""
+    epoch whose weights were kept marked; `others` ({feature: history}, a fused model's other
+    encoders) are drawn in the png too. Returns the three paths."""
     val = [(r["epoch"], r["val_map"]) for r in history
            if r.get("val_map") is not None and not math.isnan(r["val_map"])]
     out = [plot_dir / "train_curve.csv", plot_dir / "val_map.csv", plot_dir / "train_curve.png"]
@@ -502,6 +504,15 @@ def write_curve(history: list[dict[str, Any]], plot_dir: Path, best_epoch: int,
     ax2 = ax.twinx()
     if val:
         ax2.plot(*zip(*val), "C1o-", label="val MAP")
+    for i, (name, hist) in enumerate((others or {}).items()):
+        ax.plot([r["epoch"] for r in hist], [r["loss"] for r in hist], "C0", linestyle=":",
+                label=f"{name} loss")
+        ax2.plot([r["epoch"] for r in hist if r.get("val_map") is not None],
+                 [r["val_map"] for r in hist if r.get("val_map") is not None], "C1", marker="s",
+                 linestyle=":", label=f"{name} val MAP")
+    if others:
+        ax.legend(loc="upper left", fontsize=7)
+        ax2.legend(loc="upper right", fontsize=7)
     ax2.set_ylabel("val MAP", color="C1")
     if best_epoch:
         ax.axvline(best_epoch, color="k", linestyle="--", linewidth=1)
