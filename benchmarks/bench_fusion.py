@@ -49,20 +49,21 @@ def fuse(hpcp: np.ndarray, melody: np.ndarray, w: float | None) -> np.ndarray:
     return np.concatenate([hpcp, w * melody], axis=1) / np.sqrt(1 + w * w)
 
 
-def melody_params(params: dict, scratch: Path) -> dict:
+def melody_params(params: dict, scratch: Path, extract: bool = True) -> dict:
     """params reading melody features from scratch (extracted there once, from the pipeline's
-    raw audio, with the pipeline's splits)."""
+    raw audio, with the pipeline's splits, unless `extract` is False)."""
     from coverid.core.skips import SkipLog
     from coverid.data.sources import features_for_source
     from coverid.data.splits import extra_params, extra_splits_file
     from coverid.data.store import write_features
 
-    p = with_overrides(params, {"preprocess.feature": "melody", "data.processed_dir": str(scratch)})
+    p = with_overrides(params, {"preprocess.feature": "melody", "preprocess.fusion": [],
+                                "data.processed_dir": str(scratch)})
     scratch.mkdir(parents=True, exist_ok=True)
     for ours, theirs in ((paths.splits_file(p), paths.splits_file(params)),
                          (extra_splits_file(p), extra_splits_file(params))):
         shutil.copyfile(theirs, ours)
-    for corpus in (p, extra_params(p)):
+    for corpus in (p, extra_params(p)) if extract else ():
         if corpus is not None and not paths.processed_file(corpus).exists():
             write_features(paths.processed_file(corpus), features_for_source(corpus, SkipLog()))
     return p
@@ -72,6 +73,7 @@ def main() -> None:
     """Extract, train the melody model, fuse with the HPCP model at each weight; record."""
     from coverid.data.splits import HOLDOUT, load_dataset, split_mask
     from coverid.model.embedder import Embedder, load_embedder
+    from coverid.model.encoders import fused_parts
     from coverid.train.fit import fit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -85,9 +87,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     params = load_params()
-    hp_fs, splits = load_dataset(params)
-    mp = melody_params(params, args.scratch)
-    mel_fs, _ = load_dataset(mp)
+    fs, splits = load_dataset(params)
+    hp_fs = fs.part(fs.parts()[0])  # the pipeline's input may be fused already (preprocess.fusion)
+    mp = melody_params(params, args.scratch, extract="melody" not in fs.parts())
+    mel_fs = fs.part("melody") if "melody" in fs.parts() else load_dataset(mp)[0]
     if not np.array_equal(hp_fs.perf_id, mel_fs.perf_id):
         raise SystemExit(f"{args.scratch}: the melody features are not the pipeline's songs (delete it)")
     hp = {n: hp_fs.take(split_mask(hp_fs.work_id, splits, n)) for n in SPLITS}
@@ -97,6 +100,9 @@ def main() -> None:
     train_seconds = round(time.perf_counter() - t0, 1)
     melody_model = Embedder(result.encoder, {"metric": "euclidean"})
     hpcp_model = load_embedder(args.model)
+    parts = fused_parts(hpcp_model.encoder)  # a fused pipeline model: its first feature's encoder
+    if parts:
+        hpcp_model = Embedder(parts[fs.parts()[0]], {"metric": hpcp_model.metric})
     if hpcp_model.metric != "euclidean":
         raise SystemExit("bench_fusion fuses distance embeddings (triplet, contrastive)")
     shipped = {n: (hpcp_model.embed(hp[n].features), melody_model.embed(mel[n].features))

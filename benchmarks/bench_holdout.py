@@ -147,17 +147,18 @@ def train_and_rank(params: dict, sets: dict) -> dict[str, Any]:
     from coverid.eval.evaluate import baseline_queries
     from coverid.eval.expansion import select_expansion
     from coverid.model.embedder import Embedder, metric_for
-    from coverid.train.fit import fit
+    from coverid.train.fusion import fit_fused
 
     t0 = time.perf_counter()
-    result = fit(params, sets["train"], sets["val"])
+    result = fit_fused(params, sets["train"], sets["val"])  # one encoder per fused feature, as train
     embedder = Embedder(result.encoder, {"metric": metric_for(params["train"]["loss"])}, result.head)
     chunk = int(params["evaluate"]["chunk_size"])
     qe = select_expansion(embedder.embed(sets["val"].features), sets["val"].work_id, embedder.metric,
                           embedder.head, params["tune"]["expansion"], chunk)
     row: dict[str, Any] = {"train_songs": len(sets["train"]), "val_songs": len(sets["val"]),
-                           "best_val_map": result.state.best_val_map,
-                           "best_epoch": result.state.best_epoch, "expansion": qe}
+                           "best_val_map": result.val_map,
+                           "best_epoch": {p: r.state.best_epoch for p, r in result.parts.items()},
+                           "expansion": qe}
     for split, report in (("test", "baseline.json"), (HOLDOUT, "baseline_holdout.json")):
         if split == "test" and synth_changed(params):
             # another generated corpus: the pipeline's Qmax queries and figures are not its own

@@ -468,10 +468,16 @@ def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: in
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from coverid.core import paths
     from coverid.data.store import read_features
-    from coverid.model.embedder import load_embedder
+    from coverid.model.embedder import Embedder, load_embedder
+    from coverid.model.encoders import fused_parts
 
     embedder = load_embedder(model_dir)
-    fs = read_features(paths.processed_file(params), params["preprocess"]["feature"])
+    feature = params["preprocess"]["feature"]
+    fs = read_features(paths.processed_file(params), feature)
+    # a fused model: its preprocess.feature encoder (the augmentations here act on one feature)
+    part = fused_parts(embedder.encoder).get(feature)
+    if part is not None:
+        embedder = Embedder(part, {"metric": embedder.metric})
     col = real_collection(embedder, fs, dict(params["train"]["augment"]), max(sizes), nq, min(sizes))
     print(f"embedded: {col['embed']}", flush=True)
     model = {"source": str(model_dir), "metric": embedder.metric, "dim": embedder.dim,

@@ -99,6 +99,7 @@ def main() -> None:
     from coverid.model.embedder import Embedder, load_embedder, metric_for
     from coverid.model.encoders import (
         full_embedding,
+        fused_parts,
         projection_matrix,
         projection_of,
         set_projection,
@@ -115,6 +116,7 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     params = with_overrides(load_params(), overrides)
     fs, splits = load_dataset(params)
+    fs = fs.part(fs.parts()[0])  # the projection of one encoder: preprocess.feature's
     sets = {name: fs.take(split_mask(fs.work_id, splits, name)) for name in ("train", "val", "test", HOLDOUT)}
     t0 = time.perf_counter()
     if args.model is None:
@@ -123,6 +125,7 @@ def main() -> None:
     else:
         loaded = load_embedder(args.model)
         encoder, metric = loaded.encoder, loaded.metric
+        encoder = fused_parts(encoder).get(fs.feature, encoder)  # a fused model: that encoder
     if metric == "bce":
         raise SystemExit("bench_projection ranks distance embeddings (triplet, contrastive)")
     seconds = round(time.perf_counter() - t0, 1)

@@ -262,6 +262,11 @@ def test_cli_from_audio_dir(audio_dir, tmp_path, monkeypatch, capsys):
     hpcp = read_features(out / "audio_hpcp.h5")
     assert cens.features.shape == hpcp.features.shape == (5, 23, 30)
     assert list(cens.perf_id) == list(hpcp.perf_id) and cens.params["max_frames"] == 100
+    # no -p: what the params' model takes, preprocess.feature stacked with preprocess.fusion
+    rc = cli_main(["preprocess", "from-audio-dir", "-a", str(audio_dir), "-o", str(out / "fused"),
+                   "-r", "single", "-s", "30"])
+    fused = read_features(out / "fused" / "audio.h5")
+    assert rc == 0 and fused.feature == "hpcp+melody" and fused.features.shape == (5, 46, 30)
 
 
 def test_cli_errors(audio_dir, tmp_path, monkeypatch, capsys):

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-p", "--feature", action="append", dest="features", metavar="FEATURE",
-                        help="feature to write; repeat for several (default: preprocess.feature)")
+                        help="feature to write (a stack such as hpcp+melody for a fused model); "
+                             "repeat for several (default: preprocess.feature, stacked with "
+                             "preprocess.fusion for audio)")
     common.add_argument("-s", "--spect-len", type=int, help="frames after resizing (default: preprocess.spect_len)")
     common.add_argument("-r", "--run-mode", choices=("parallel", "single"),
                         help="parallel: a local process pool; single: in this process")
@@ -78,9 +80,10 @@ def _from_audio_dir(args: argparse.Namespace) -> int:
     from coverid.core.skips import SkipLog
     from coverid.data.store import write_features
     from coverid.features.collection import extract_audio_dir_features
+    from coverid.features.transform import input_feature
 
     params, pcfg = _settings(args)
-    features = list(dict.fromkeys(args.features or [pcfg["feature"]]))
+    features = list(dict.fromkeys(args.features or [input_feature(pcfg)]))
     extensions = params["data"]["audio"]["extensions"]
     skips = SkipLog()
     try:
