@@ -334,17 +334,27 @@ def augmented_embeddings(embedder: Any, x: np.ndarray, keys: np.ndarray, rows: n
                          seeds: np.ndarray, work_seeds: np.ndarray, aug: dict[str, Any],
                          batch: int = 256) -> np.ndarray:
     """Embeddings of songs `x[rows]`, each remapped to a new work (its pitch classes permuted
-    by `work_seeds`) and augmented (`seeds`) by pairs.augment; (len(rows), D) float32."""
+    by `work_seeds`) and augmented (`seeds`) by pairs.augment, every stacked feature of a fused
+    input alike; (len(rows), D) float32."""
     import tensorflow as tf
     from tqdm import tqdm
 
+    from coverid.features.transform import feature_parts
     from coverid.model.embedder import make_embed_fn
     from coverid.train.pairs import augment
 
     feats, tkeys = tf.constant(x), tf.constant(keys)
+    n_parts = len(feature_parts(embedder.config["feature"]))
+
+    def one(i, s, ws):
+        """A fused input's features (stacked rows) each get the same seeded augmentation."""
+        song, key = tf.gather(feats, i), tf.gather(tkeys, i)
+        rows = x.shape[1] // n_parts
+        return tf.concat([augment(song[j * rows:(j + 1) * rows], s, aug, ws, key)
+                          for j in range(n_parts)], axis=0)
+
     ds = tf.data.Dataset.from_tensor_slices((rows, seeds, work_seeds)).map(
-        lambda i, s, ws: augment(tf.gather(feats, i), s, aug, ws, tf.gather(tkeys, i)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(2)
+        one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(2)
     fn = make_embed_fn(embedder.encoder)
     out = np.empty((len(rows), embedder.dim), np.float32)
     start = 0
@@ -468,16 +478,10 @@ def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: in
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from coverid.core import paths
     from coverid.data.store import read_features
-    from coverid.model.embedder import Embedder, load_embedder
-    from coverid.model.encoders import fused_parts
+    from coverid.model.embedder import load_embedder
 
     embedder = load_embedder(model_dir)
-    feature = params["preprocess"]["feature"]
-    fs = read_features(paths.processed_file(params), feature)
-    # a fused model: its preprocess.feature encoder (the augmentations here act on one feature)
-    part = fused_parts(embedder.encoder).get(feature)
-    if part is not None:
-        embedder = Embedder(part, {"metric": embedder.metric})
+    fs = read_features(paths.processed_file(params), embedder.config["feature"])  # stacked if fused
     col = real_collection(embedder, fs, dict(params["train"]["augment"]), max(sizes), nq, min(sizes))
     print(f"embedded: {col['embed']}", flush=True)
     model = {"source": str(model_dir), "metric": embedder.metric, "dim": embedder.dim,

@@ -367,3 +367,27 @@ def test_preprocess_dir_failure_budget_and_missing(tmp_path):
     assert not (tmp_path / "out" / "benchmark.h5").exists()
     with pytest.raises(CoveridError, match="no Da-TACOS feature folder found"):
         sources.preprocess_dir(data, tmp_path / "out", ["hpcp"], PCFG)
+
+
+def test_fused_datacos_features_are_stacked_per_song(tmp_path):
+    """preprocess.fusion on Da-TACOS: each feature from its own folder, the songs holding
+    every feature stacked row by row (crema above hpcp); melody is refused in one line."""
+    from coverid.core.config import with_overrides
+    from coverid.features.transform import to_model_input
+
+    raw = tmp_path / "raw"
+    make_tree(raw / "datacos", feature="hpcp", works={**WORKS, "W_2": ["P_20", "P_21"]}, seed=1)
+    make_tree(raw / "datacos", feature="crema")  # its metadata (every song) is the one kept
+    params = with_overrides(repo_params(), {
+        "data.source": "datacos", "data.raw_dir": str(raw), "data.datacos.features": ["crema", "hpcp"],
+        "preprocess.feature": "crema", "preprocess.fusion": ["hpcp"], "preprocess.spect_len": 20,
+        "preprocess.scheduler": "single", "preprocess.max_failed_fraction": 0.5})
+    fs = sources.features_for_source(params, SkipLog())
+    assert fs.feature == "crema+hpcp" and fs.features.shape == (5, 46, 20)
+    assert list(fs.perf_id) == ["P_10", "P_11", "P_20", "P_21", "P_30"]  # P_22 has no hpcp
+    folder = datacos.feature_dir(raw / "datacos", "benchmark", "hpcp")
+    raw_hpcp = datacos.read_feature_h5(folder / "W_2_hpcp" / "P_21_hpcp.h5", "hpcp")
+    np.testing.assert_allclose(fs.features[3, 23:], to_model_input(raw_hpcp, 20, None, True), rtol=1e-6)
+    params = with_overrides(params, {"data.datacos.features": ["crema"]})
+    with pytest.raises(CoveridError, match="'hpcp' is not among the downloaded"):
+        sources.features_for_source(params, SkipLog())
