@@ -354,3 +354,26 @@ def test_fused_bce_model_refits_its_head_on_the_joined_embedding(data):
     result = fit_fused(params, stacked(data[0]), stacked(data[1]), None, default_setup())
     w, bias = result.head
     assert w.shape == (16,) and np.isfinite(bias) and 0 <= result.val_map <= 1
+
+
+def test_fusion_dim_whitens_the_joined_embedding(data):
+    """model.fusion_dim: the joined embedding PCA-whitened on the training songs (unit norm,
+    that many dims, saved and loaded as one model)."""
+    from coverid.model.encoders import projection_of
+    from coverid.model.whiten import project, whitening
+    from coverid.train.fusion import fit_fused
+
+    params = tiny_params(epochs=1)
+    params["model"]["fusion_dim"] = 6
+    train_fs, val_fs = stacked(data[0]), stacked(data[1])
+    result = fit_fused(params, train_fs, val_fs, None, default_setup())
+    e = np.asarray(result.encoder(val_fs.features))
+    assert e.shape == (len(val_fs), 6) and projection_of(result.encoder) is not None
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    joined = result.encoder.get_layer("fused").output
+    import keras
+
+    full = keras.Model(result.encoder.input, joined)
+    kernel, bias = whitening(np.asarray(full(train_fs.features)), 6, params["model"]["projection_shrinkage"])
+    # (float32 embeddings: the smallest whitened components amplify their rounding)
+    np.testing.assert_allclose(e, project(np.asarray(full(val_fs.features)), kernel, bias), atol=1e-3)

@@ -304,6 +304,7 @@ class Model(Section):
     projection: ProjectionKind
     projection_shrinkage: float
     fusion_weight: float
+    fusion_dim: int | None
     move: Move
     bag: Bag
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from coverid.core.errors import CoveridError
 from coverid.data.store import FeatureSet
 from coverid.eval.distance import pairwise
 from coverid.eval.metrics import retrieval_metrics
 from coverid.model.embedder import Embedder, metric_for
-from coverid.model.encoders import fuse_encoders
-from coverid.model.whiten import fit_head
+from coverid.model.encoders import Projection, embedding_size, fuse_encoders, set_projection
+from coverid.model.whiten import fit_head, whitening
 from coverid.train.fit import FitResult, fit, train_report
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def fit_fused(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
                             part_weights(params, len(parts)), tuple(train_fs.features.shape[1:]))
     metric = metric_for(params["train"]["loss"])
     batch = int(params["train"]["batch_size"])
+    encoder = whiten_fused(params["model"], encoder, train_fs, batch)
     head = None
     if metric == "bce":
         bce = params["train"]["losses"]["bce"]
@@ -91,6 +93,27 @@ def fit_fused(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     log.info("fusion: val MAP %.4f (%s)", val_map,
              ", ".join(f"{p} alone {r.state.best_val_map:.4f}" for p, r in results.items()))
     return FusedFit(encoder, head, results, val_map)
+
+
+def whiten_fused(model: dict[str, Any], encoder: Any, train_fs: FeatureSet, batch_size: int) -> Any:
+    """The joined encoder ending in a PCA whitening of its training songs' embeddings to
+    model.fusion_dim dims (as model.projection: whiten does for one encoder); as is when null
+    or not narrower."""
+    import keras
+
+    dim = model["fusion_dim"]
+    if dim is None or dim >= embedding_size(encoder):
+        return encoder
+    e = Embedder(encoder, {"metric": "euclidean"}).embed(train_fs.features, batch_size)
+    if len(e) < dim:
+        raise CoveridError(f"model.fusion_dim {dim}: the whitening needs at least that many "
+                           f"training songs, got {len(e)}")
+    kernel, bias = whitening(e, int(dim), model["projection_shrinkage"])
+    out = Projection(int(dim), trainable=False, dtype="float32", name="projection")(encoder.output)
+    whitened = keras.Model(encoder.input, out, name=encoder.name)
+    set_projection(whitened, kernel, bias)
+    log.info("fusion: PCA whitening of %d training songs, %d -> %d dims", len(e), e.shape[1], dim)
+    return whitened
 
 
 def embedding_map(embedder: Embedder, fs: FeatureSet, batch_size: int) -> float:
