@@ -1,19 +1,21 @@
 """Benchmark: the HPCP model fused with a model of the predominant melody's pitch classes.
 
-The pipeline's model (`--model`, HPCP) hears a mix whose chords dominate its chroma, and it
-all but never matches a solo version to an accompanied one (bench_holdout_pairs.py). This
-extracts `preprocess.feature: melody` (coverid.features.extract.compute_melody) for every song
-of the pipeline's corpora (cached under --scratch, the pipeline's splits), trains the
+The pipeline's HPCP model (`--model`; of a fused model, its first encoder) hears a mix whose
+chords dominate its chroma, and it all but never matches a solo version to an accompanied one
+(bench_holdout_pairs.py). This takes `preprocess.feature: melody` (coverid.features.extract.
+compute_melody) for every song of the pipeline's corpora (the processed files' own when
+`preprocess.fusion` holds melody, else extracted once under --scratch), trains the
 params.yaml model on it as the pipeline trains on HPCP, and ranks val, the test split and the
 real-melody hold-out with the two unit-norm embeddings concatenated, the melody one weighted
 by w: squared distance = d_hpcp^2 + w^2 d_melody^2. w and the query expansion are picked on
 val. Writes reports/bench/fusion.json with Qmax's figures (reports/baseline*.json) beside.
 
 `--dims 256` also whitens each model's full embedding to 256 dims (fitted on the train songs,
-as the pipeline's projection), so that the fused embedding has 512.
+as the pipeline's projection), so that the fused embedding has 512; `--joint 512` whitens the
+joined embedding instead (as model.fusion_dim does in the pipeline).
 
     .venv/bin/python benchmarks/bench_fusion.py [--model data/models/encoder] [--weights 0.5 1 1.5]
-        [--dims 256]
+        [--dims 256] [--joint 512]
 """
 
 from __future__ import annotations
