@@ -190,8 +190,10 @@ def test_interrupted_cli_build_keeps_previous_index(project, capsys, monkeypatch
 
 
 @pytest.mark.slow
-def test_real_encoder_and_essentia_end_to_end(tmp_path, monkeypatch, capsys):
-    """A tiny real Keras encoder (save_embedder) and real essentia HPCP on generated WAVs."""
+@pytest.mark.parametrize("fused", [False, True], ids=["hpcp", "hpcp+melody"])
+def test_real_encoder_and_essentia_end_to_end(tmp_path, monkeypatch, capsys, fused):
+    """A tiny real Keras encoder (save_embedder) and real essentia HPCP on generated WAVs; fused:
+    two encoders joined, each song's HPCP and predominant melody extracted and stacked."""
     import soundfile as sf
 
     from coverid.model.embedder import save_embedder
@@ -209,13 +211,23 @@ def test_real_encoder_and_essentia_end_to_end(tmp_path, monkeypatch, capsys):
             sf.write(path, (y + 0.01 * rng.standard_normal(len(t))).astype(np.float32), sr)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....not really a wav")
     encoder = move_encoder((23, 40), 16, 8, 12, 3, [1], "mean", True, 0.0, 1, 1, "early")
-    config = model_config({"scheduler": "single", "spect_len": 40, "max_frames": None},
-                          arch="move", loss="contrastive", params_hash="test")
+    pre = {"scheduler": "single", "spect_len": 40, "max_frames": None, "fusion": []}
+    config = model_config(pre, arch="move", loss="contrastive", params_hash="test")
+    if fused:
+        from coverid.model.encoders import fuse_encoders
+
+        melody = move_encoder((23, 40), 16, 8, 12, 3, [1], "mean", True, 0.0, 1, 1, "early")
+        encoder = fuse_encoders({"hpcp": encoder, "melody": melody}, [1.0, 1.0], (46, 40))
+        config = model_config({**pre, "fusion": ["melody"]}, arch="move", loss="contrastive",
+                              params_hash="test", feature="hpcp+melody", embedding_dim=32)
     save_embedder(tmp_path / "model", encoder, config)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(index_params()))
 
     code, out, err = run(capsys, "index", "build", "--audio-dir", "audio", "--model", "model", "--out", "idx")
     assert code == 0, err
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert meta["features"]["feature"] == ("hpcp+melody" if fused else "hpcp")
+    assert meta["model"]["dim"] == (32 if fused else 16)
     query = tmp_path / "audio" / "W_a" / "W_a_0.wav"
     code, out, err = run(capsys, "identify", str(query), "--index", "idx", "-k", "3", "--json")
     assert code == 0, err
