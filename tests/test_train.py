@@ -264,7 +264,8 @@ def test_write_curve_marks_the_kept_epoch(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
+def test_train_stage_end_to_end(data, tmp_path, monkeypatch, fused):
     """stages/train.py on files: model dir, reports, timings, MLflow run, registry; then load
     from the registry. Training again gives the same model bytes (DVC's hash reproduces)."""
     import mlflow
@@ -281,6 +282,8 @@ def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
     params = tiny_params(epochs=2)
     params["data"].update(source="synth", processed_dir="processed")
     fs = make_feature_set(n_works=6, versions=3, n_noise=2, spect_len=L, seed=2)
+    if fused:
+        fs = stacked(fs)
     write_features(paths.processed_file(params), fs)
     works = sorted(set(fs.work_id))
     write_splits(paths.splits_file(params),
@@ -288,7 +291,10 @@ def test_train_stage_end_to_end(data, tmp_path, monkeypatch):
     tf.keras.backend.clear_session()  # as in a new process: layer names count from 0
     run_stage_script("train", params)
     metrics = json.loads((tmp_path / "reports/train.json").read_text())
-    assert metrics["epochs_run"] == 2 and set(metrics) >= {"best_val_map", "final_loss"}
+    if fused:
+        assert metrics["melody_epochs_run"] == 2 and set(metrics) >= {"best_val_map", "hpcp_final_loss"}
+    else:
+        assert metrics["epochs_run"] == 2 and set(metrics) >= {"best_val_map", "final_loss"}
     assert "seconds" not in json.dumps(metrics)  # timings apart from the DVC metrics
     timings = json.loads(paths.timings_file("train").read_text())
     assert timings["train_seconds"] > 0 and timings["wall_seconds"] > 0
