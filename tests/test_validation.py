@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {"W_0": "train", "W_1": "train", "W_2": "val", "W_3": "test", "W_4": "train", "W_5": "val"}
 VCFG = {"value_min": 0.0, "value_max": 1.0, "min_length_frames": 100, "max_length_frames": 5000,
         "min_versions_train": 2, "allow_noise_in_train": True}
-PCFG = {"tile": True, "spect_len": 40}
+PCFG = {"tile": True, "spect_len": 40, "fusion": []}
 
 
 def _failed(report: validation.ValidationReport) -> dict[str, validation.ExpectationResult]:
@@ -100,7 +100,8 @@ def test_nan_and_out_of_range_fail_separately():
 @pytest.mark.parametrize("rows, pcfg, key", [
     (13, PCFG, "performances.pitch_rows"),
     (12, PCFG, "performances.pitch_rows"),  # untiled features while params say tile
-    (23, {"tile": True, "spect_len": 50}, "performances.frames"),
+    (23, {"tile": True, "spect_len": 50, "fusion": []}, "performances.frames"),
+    (23, {**PCFG, "fusion": ["melody"]}, "performances.pitch_rows"),  # a fused input has 46
 ])
 def test_wrong_shape_fails(rows, pcfg, key):
     report = validation.validate_features(make_feature_set(rows=rows), SPLITS, VCFG, pcfg, None)
@@ -154,7 +155,7 @@ def test_stage_writes_reports_and_exits_nonzero_on_failure(tmp_path, monkeypatch
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["source"] = "synth"
     params["data"]["extra"]["source"] = None  # one corpus (test_corpora.py: two)
-    params["preprocess"].update(spect_len=40, tile=True)
+    params["preprocess"].update(spect_len=40, tile=True, fusion=[])
     params["validate"].update(VCFG)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
