@@ -19,7 +19,7 @@ from coverid.core.skips import SkipLog
 from coverid.data.audio_dir import AUDIO_EXTENSIONS, scan_audio_dir, usable_items
 from coverid.data.store import FeatureSet
 from coverid.features.extract import FEATURES, extract_features
-from coverid.features.transform import feature_parts, input_feature, stacked_input
+from coverid.features.transform import feature_parts, input_feature, input_rows, stacked_input
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,8 @@ def build_feature_sets(items: Sequence[Item], load_fn: Callable[[Any], dict[str,
     items = [tuple(it) for it in items]
     skips.total += len(items)
     n = len(items)
-    rows = 2 * 12 - 1 if pcfg["tile"] else 12
     spect_len = int(pcfg["spect_len"])
-    arrays = {f: np.empty((n, rows * len(feature_parts(f)), spect_len), np.float32) for f in features}
+    arrays = {f: np.empty((n, input_rows(f, pcfg["tile"]), spect_len), np.float32) for f in features}
     lengths = np.zeros(n, np.int32)
     ok = np.zeros(n, bool)
     task = partial(_featurize, load_fn=load_fn, features=tuple(features), spect_len=spect_len,

@@ -38,6 +38,11 @@ def input_feature(pcfg: Any) -> str:
     return "+".join(parts)
 
 
+def input_rows(feature: str, tile: bool) -> int:
+    """Pitch rows of a model input of `feature`: 12, or 23 when tiled, per stacked feature."""
+    return (TILED_ROWS if tile else PITCH) * len(feature_parts(feature))
+
+
 def part_rows(n_rows: int, n_parts: int) -> int:
     """Pitch rows of each of `n_parts` stacked features in an `n_rows`-row input (12 or 23)."""
     if n_parts < 1 or n_rows % n_parts or n_rows // n_parts not in (PITCH, TILED_ROWS):

@@ -39,7 +39,7 @@ from coverid.data.store import read_features
 from coverid.eval.distance import paired
 from coverid.features.collection import build_feature_sets
 from coverid.features.extract import extract_features
-from coverid.features.transform import feature_parts, input_feature, stacked_input
+from coverid.features.transform import feature_parts, input_feature, input_rows, stacked_input
 from coverid.model.embedder import load_embedder
 from coverid.search.index import (
     Hit,
@@ -105,13 +105,9 @@ def model_identity(embedder: Any, source: str) -> dict[str, Any]:
 
 def probe_input(fc: dict[str, Any]) -> np.ndarray:
     """A fixed (1, F, L) input in [0, 1] whose embedding fingerprints a model."""
-    rows = input_rows(fc)
+    rows = input_rows(fc["feature"], fc["tile"])
     return np.random.default_rng(_PROBE_SEED).random((1, rows, fc["spect_len"]), dtype=np.float32)
 
-
-def input_rows(fc: dict[str, Any]) -> int:
-    """Pitch rows of the model input: 12 or 23 (tiled) per stacked feature."""
-    return (23 if fc["tile"] else 12) * len(feature_parts(fc["feature"]))
 
 
 def load_features(path: str | Path, pcfg: dict[str, Any], feature: str) -> dict[str, np.ndarray]:
@@ -258,7 +254,7 @@ def _has_feature(h5: str | Path, feature: str) -> bool:
 
 def check_feature_file(h5: str | Path, fs: Any, fc: dict[str, Any]) -> None:
     """A feature file must hold the model's feature, length, pitch rows and crop."""
-    rows = input_rows(fc)
+    rows = input_rows(fc["feature"], fc["tile"])
     if fs.feature != fc["feature"]:
         raise BadInputError(h5, f"holds {fs.feature!r} features, the model uses {fc['feature']!r}")
     if fs.spect_len != fc["spect_len"] or fs.features.shape[1] != rows:
