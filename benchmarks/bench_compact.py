@@ -10,15 +10,13 @@ trained weights:
 - per_part: each encoder's full embedding whitened to --dim / n_parts dims, then joined;
 - lda: joint_full's top `--lda-pca` whitened components, then the within-work covariance of the
   train songs whitened (WCCN) and the --dim directions that best separate the train works kept;
-each at several eigenvalue shrinkages. `--augment N` fits them on the train songs plus N augmented
-copies of each (train.augment, as in training, every stacked feature alike), so that ~1,300
-songs are not all that the 32,768-d joint PCA sees. Rows: val MAP plain and with the query expansion picked
+each at several eigenvalue shrinkages. Rows: val MAP plain and with the query expansion picked
 on val (as the tune stage does), test and hold-out MAP on every query and on Qmax's queries.
 The variant with the best expanded val MAP is `picked_on_val`; the hold-out is never used to
 choose. Writes reports/bench/compact.json.
 
     .venv/bin/python benchmarks/bench_compact.py [--model data/models/encoder] [--dim 512]
-        [--shrinkages 0.03 0.1 0.3 1] [--augment 4]
+        [--shrinkages 0.03 0.1 0.3 1]
 """
 
 from __future__ import annotations
@@ -83,25 +81,25 @@ def lda_projection(x: np.ndarray, labels: np.ndarray, dim: int, pca: int,
 
 def variants(full: dict, proj: dict, weights: list[float], labels: np.ndarray, dim: int,
              shrinkages: list[float], lda_pca: int) -> list[tuple[dict, dict]]:
-    """(description, {split: embedding}) of each way to `dim` dims, fitted on full["fit"] and
-    proj["fit"] (the train songs, or more), LDA on the train songs (`labels`)."""
+    """(description, {split: embedding}) of each way to `dim` dims, fitted on the train songs
+    (`labels`: their works, for the LDA)."""
     from coverid.model.whiten import project, whitening
 
     n_parts = len(weights)
-    joined_proj = {s: joined(proj[s], weights) for s in (*SPLITS, "fit")}
-    joined_full = {s: joined(full[s], weights) for s in (*SPLITS, "fit")}
+    joined_proj = {s: joined(proj[s], weights) for s in SPLITS}
+    joined_full = {s: joined(full[s], weights) for s in SPLITS}
     out: list[tuple[dict, dict]] = [({"method": "joined", "dims": int(joined_proj["val"].shape[1])},
-                                     {n: joined_proj[n] for n in SPLITS}),
+                                     joined_proj),
                                     ({"method": "joined_full", "dims": int(joined_full["val"].shape[1])},
-                                     {n: joined_full[n] for n in SPLITS})]
+                                     joined_full)]
     for s in shrinkages:
         for method, src in (("joint", joined_proj), ("joint_full", joined_full)):
-            k, b = whitening(src["fit"], dim, s)
+            k, b = whitening(src["train"], dim, s)
             out.append(({"method": method, "shrinkage": s, "dims": dim},
                         {n: project(src[n], k, b) for n in SPLITS}))
         per = {n: [] for n in SPLITS}
         for i in range(n_parts):
-            k, b = whitening(full["fit"][i], dim // n_parts, s)
+            k, b = whitening(full["train"][i], dim // n_parts, s)
             for n in SPLITS:
                 per[n].append(project(full[n][i], k, b))
         out.append(({"method": "per_part", "shrinkage": s, "dims": dim},
@@ -110,29 +108,6 @@ def variants(full: dict, proj: dict, weights: list[float], labels: np.ndarray, d
         out.append(({"method": "lda", "shrinkage": s, "pca": lda_pca, "dims": int(k.shape[1])},
                     {n: project(joined_full[n], k, b) for n in SPLITS}))
     return out
-
-
-def augmented(encoder: Any, train: Any, names: list[str], name: str, n: int,
-              params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(full, projected) embeddings by `encoder` of n augmented copies of each train song's
-    `name` rows; the same seeds for every feature, so the copies of a song are one version."""
-    import tensorflow as tf
-
-    from coverid.model.embedder import Embedder
-    from coverid.model.encoders import full_embedding
-    from coverid.train.pairs import augment, relative_keys
-
-    x = train.part(name).features
-    keys = relative_keys(train.part(names[0]).features, train.work_id)
-    rng = np.random.default_rng([int(params["seed"]), 7])
-    rows = np.repeat(np.arange(len(x)), n)
-    seeds = rng.integers(0, 2**31 - 1, size=(len(rows), 2))
-    work_seeds = np.repeat(rng.integers(0, 2**31 - 1, size=(len(x), 2)), n, axis=0)
-    aug, feats, tkeys = dict(params["train"]["augment"]), tf.constant(x), tf.constant(keys)
-    copies = np.stack([np.asarray(augment(tf.gather(feats, i), s, aug, ws, tf.gather(tkeys, i)))
-                       for i, s, ws in zip(rows, seeds, work_seeds)])
-    return (Embedder(full_embedding(encoder), {"metric": "euclidean"}).embed(copies),
-            Embedder(encoder, {"metric": "euclidean"}).embed(copies))
 
 
 def main() -> None:
@@ -149,7 +124,6 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--shrinkages", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0])
     ap.add_argument("--lda-pca", type=int, default=768, help="whitened dims before the LDA")
-    ap.add_argument("--augment", type=int, default=0, help="augmented copies of each train song to fit on")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     params = load_params()
@@ -169,13 +143,6 @@ def main() -> None:
             x = sets[n].part(name).features
             full[n].append(Embedder(full_embedding(enc), {"metric": "euclidean"}).embed(x))
             proj[n].append(Embedder(enc, {"metric": "euclidean"}).embed(x))
-    full["fit"], proj["fit"] = list(full["train"]), list(proj["train"])
-    if args.augment:
-        for i, name in enumerate(names):
-            extra_full, extra_proj = augmented(parts[name], sets["train"], names, name, args.augment,
-                                               params)
-            full["fit"][i] = np.concatenate([full["fit"][i], extra_full])
-            proj["fit"][i] = np.concatenate([proj["fit"][i], extra_proj])
     embed_seconds = round(time.perf_counter() - t0, 1)
     chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
     baselines = {"test": read_json(paths.REPORTS / "baseline.json", "baseline report"),
@@ -195,8 +162,8 @@ def main() -> None:
     compact = [r for r in rows if r["method"] not in ("joined", "joined_full")]
     best = max(compact, key=lambda r: (r["expansion"]["val_map"], r["expansion"]["val_map_plain"]))
     write_json(args.out, {
-        "seed": params["seed"], "model": str(args.model), "dim": args.dim, "augment": args.augment,
-        "fit_songs": len(full["fit"][0]), "embed_seconds": embed_seconds,
+        "seed": params["seed"], "model": str(args.model), "dim": args.dim, 
+        "fit_songs": len(full["train"][0]), "embed_seconds": embed_seconds,
         "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()},
         "picked_on_val": {k: best.get(k) for k in ("method", "shrinkage", "dims")}, "runs": rows})
 
