@@ -12,10 +12,12 @@ val. Writes reports/bench/fusion.json with Qmax's figures (reports/baseline*.jso
 
 `--dims 256` also whitens each model's full embedding to 256 dims (fitted on the train songs,
 as the pipeline's projection), so that the fused embedding has 512; `--joint 512` whitens the
-joined embedding instead (as model.fusion_dim does in the pipeline).
+joined embedding instead (as model.fusion_dim does in the pipeline). `--melody-set key=value`
+trains the melody model with other settings than the HPCP one (e.g. model.bag.patch=13), so
+that its own settings can be picked on val (the pipeline trains both with params.yaml's).
 
     .venv/bin/python benchmarks/bench_fusion.py [--model data/models/encoder] [--weights 0.5 1 1.5]
-        [--dims 256] [--joint 512]
+        [--dims 256] [--joint 512] [--melody-set model.bag.patch=13 ...]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 from bench_holdout import rank  # noqa: E402
 from bench_holdout_pairs import melody_rows, method_breakdown  # noqa: E402
 from bench_projection import Precomputed  # noqa: E402
@@ -85,6 +88,8 @@ def main() -> None:
                     help="also whiten each model to this many dims before fusing")
     ap.add_argument("--joint", type=int, nargs="*", default=[],
                     help="also whiten the fused embedding to this many dims (fitted on the train songs)")
+    ap.add_argument("--melody-set", action="append", default=[],
+                    help="melody model overrides, key=YAML value")
     ap.add_argument("--scratch", type=Path, default=Path("data/bench/fusion"))
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -92,6 +97,7 @@ def main() -> None:
     fs, splits = load_dataset(params)
     hp_fs = fs.part(fs.parts()[0])  # the pipeline's input may be fused already (preprocess.fusion)
     mp = melody_params(params, args.scratch, extract="melody" not in fs.parts())
+    mp = with_overrides(mp, {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.melody_set)})
     mel_fs = fs.part("melody") if "melody" in fs.parts() else load_dataset(mp)[0]
     if not np.array_equal(hp_fs.perf_id, mel_fs.perf_id):
         raise SystemExit(f"{args.scratch}: the melody features are not the pipeline's songs (delete it)")
@@ -126,7 +132,8 @@ def main() -> None:
                 and r["joint_dims"] is None),
                key=lambda r: r["expansion"]["val_map_plain"])
     write_json(args.out, {
-        "seed": params["seed"], "hpcp_model": str(args.model), "melody_train_seconds": train_seconds,
+        "seed": params["seed"], "hpcp_model": str(args.model), "melody_set": args.melody_set,
+        "melody_train_seconds": train_seconds,
         "melody_best_val_map": result.state.best_val_map, "picked_on_val": best["melody_weight"],
         "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()}, "runs": runs})
 
