@@ -191,3 +191,21 @@ def test_models_saved_before_fusion_still_load(tmp_path):
     save_embedder(tmp_path / "old", enc, config)
     emb = load_embedder(tmp_path / "old")
     assert emb.config["preprocess"]["fusion"] == []
+
+
+def test_embedding_graphs_run_without_the_arithmetic_optimizer():
+    """make_embed_fn turns grappler's arithmetic optimizer off (it made the bag's embeddings
+    of the same songs differ between calls on 2 threads), and embeds the same input alike."""
+    import keras
+    import tensorflow as tf
+
+    from coverid.model.embedder import make_embed_fn
+
+    tf.config.optimizer.set_experimental_options({"arithmetic_optimization": True})
+    inp = keras.Input((23, 40))
+    parts = [keras.layers.Flatten()(keras.layers.Rescaling(s)(inp)) for s in (1.0, 0.5, 0.25, 2.0)]
+    model = keras.Model(inp, keras.layers.Add()(parts))
+    fn = make_embed_fn(model)
+    assert tf.config.optimizer.get_experimental_options()["arithmetic_optimization"] is False
+    x = np.random.default_rng(0).random((64, 23, 40), dtype=np.float32)
+    assert np.asarray(fn(x)).tobytes() == np.asarray(fn(x)).tobytes()

@@ -33,6 +33,7 @@ from coverid.model.embedder import (
     embed_batches,
     make_embed_fn,
     metric_for,
+    stable_graphs,
 )
 from coverid.model.encoders import (
     build_encoder,
@@ -327,6 +328,7 @@ def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
     import tensorflow as tf
 
     keras.utils.set_random_seed(int(seed))
+    stable_graphs()
     if deterministic_ops:
         tf.config.experimental.enable_op_determinism()
 
