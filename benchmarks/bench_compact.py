@@ -138,11 +138,12 @@ def main() -> None:
     full: dict[str, list] = {n: [] for n in SPLITS}
     proj: dict[str, list] = {n: [] for n in SPLITS}
     for name in names:
-        enc = parts[name]
+        full_model = Embedder(full_embedding(parts[name]), {"metric": "euclidean"})
+        proj_model = Embedder(parts[name], {"metric": "euclidean"})
         for n in SPLITS:
             x = sets[n].part(name).features
-            full[n].append(Embedder(full_embedding(enc), {"metric": "euclidean"}).embed(x))
-            proj[n].append(Embedder(enc, {"metric": "euclidean"}).embed(x))
+            full[n].append(full_model.embed(x))
+            proj[n].append(proj_model.embed(x))
     embed_seconds = round(time.perf_counter() - t0, 1)
     chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
     baselines = {"test": read_json(paths.REPORTS / "baseline.json", "baseline report"),
@@ -162,8 +163,7 @@ def main() -> None:
     compact = [r for r in rows if r["method"] not in ("joined", "joined_full")]
     best = max(compact, key=lambda r: (r["expansion"]["val_map"], r["expansion"]["val_map_plain"]))
     write_json(args.out, {
-        "seed": params["seed"], "model": str(args.model), "dim": args.dim, 
-        "fit_songs": len(full["train"][0]), "embed_seconds": embed_seconds,
+        "seed": params["seed"], "model": str(args.model), "dim": args.dim, "embed_seconds": embed_seconds,
         "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()},
         "picked_on_val": {k: best.get(k) for k in ("method", "shrinkage", "dims")}, "runs": rows})
 

@@ -32,13 +32,12 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from bench_holdout import rank  # noqa: E402
 from bench_holdout_pairs import melody_rows, method_breakdown  # noqa: E402
 from bench_projection import Precomputed  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
-from coverid.core.config import load_params, with_overrides  # noqa: E402
+from coverid.core.config import load_params, parse_overrides, with_overrides  # noqa: E402
 from coverid.core.io import read_json, write_json  # noqa: E402
 
 OUT = Path("reports/bench/fusion.json")
@@ -97,7 +96,7 @@ def main() -> None:
     fs, splits = load_dataset(params)
     hp_fs = fs.part(fs.parts()[0])  # the pipeline's input may be fused already (preprocess.fusion)
     mp = melody_params(params, args.scratch, extract="melody" not in fs.parts())
-    mp = with_overrides(mp, {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.melody_set)})
+    mp = with_overrides(mp, parse_overrides(args.melody_set))
     mel_fs = fs.part("melody") if "melody" in fs.parts() else load_dataset(mp)[0]
     if not np.array_equal(hp_fs.perf_id, mel_fs.perf_id):
         raise SystemExit(f"{args.scratch}: the melody features are not the pipeline's songs (delete it)")

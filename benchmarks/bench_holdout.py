@@ -26,11 +26,10 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 from bench_holdout_pairs import melody_rows, method_breakdown  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
-from coverid.core.config import load_params, with_overrides  # noqa: E402
+from coverid.core.config import load_params, parse_overrides, with_overrides  # noqa: E402
 from coverid.core.io import read_json, write_json  # noqa: E402
 
 OUT = Path("reports/bench/holdout.json")
@@ -189,7 +188,7 @@ def main() -> None:
                     help="where the bigger melody corpora are generated (cached)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_overrides(args.set)
     params = with_overrides(load_params(), overrides)
     runs = read_json(args.out, "bench report")["runs"] if args.out.exists() else []
     for n in args.works:

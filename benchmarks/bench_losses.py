@@ -20,10 +20,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
-from coverid.core.config import load_params, with_overrides  # noqa: E402
+from coverid.core.config import load_params, parse_overrides, with_overrides  # noqa: E402
 from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/losses.json")
@@ -110,8 +109,7 @@ def main() -> None:
     ap.add_argument("--config", default="", help="overrides for every loss, e.g. train.epochs=20")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    pairs = (item.split("=", 1) for item in filter(None, args.config.split(",")))
-    params = with_overrides(load_params(), {k.strip(): yaml.safe_load(v) for k, v in pairs})
+    params = with_overrides(load_params(), parse_overrides(filter(None, args.config.split(","))))
     train_fs, val_fs, test = split_features(params)
     baseline = read_report(paths.REPORTS / "baseline.json", required=False) or {}
     queries = baseline_queries(params, test.work_id, baseline)

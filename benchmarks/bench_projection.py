@@ -22,9 +22,8 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import yaml  # noqa: E402
 
-from coverid.core.config import load_params, with_overrides  # noqa: E402
+from coverid.core.config import load_params, parse_overrides, with_overrides  # noqa: E402
 from coverid.core.io import write_json  # noqa: E402
 
 OUT = Path("reports/bench/projection.json")
@@ -113,7 +112,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--grid", action="store_true", help="also the whitening power x shrinkage grid")
     args = ap.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_overrides(args.set)
     params = with_overrides(load_params(), overrides)
     fs, splits = load_dataset(params)
     fs = fs.part(fs.parts()[0])  # the projection of one encoder: preprocess.feature's

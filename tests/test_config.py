@@ -21,6 +21,7 @@ from coverid.core.config import (
     flatten,
     load_params,
     params_hash,
+    parse_overrides,
     parse_section,
     with_overrides,
 )
@@ -307,3 +308,11 @@ def test_no_library_module_holds_a_default_that_params_yaml_holds():
                 found.append(f"src/coverid/{module}:{line}: {what}")
     assert not found, "defaults belong in params.yaml only:\n" + "\n".join(found)
     assert all(reason for reason in ALLOWED.values())
+
+
+def test_parse_overrides_reads_yaml_values_and_rejects_items_without_a_key():
+    assert parse_overrides(["model.bag.lags=[5]", " train.loss =bce", "seed=7"]) == {
+        "model.bag.lags": [5], "train.loss": "bce", "seed": 7}
+    for bad in ("model.bag.patch", "=3"):
+        with pytest.raises(ConfigError, match="expected key=value"):
+            parse_overrides([bad])

@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import json
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -511,6 +511,17 @@ def parse_section(cls: type[S], raw: Any, origin: str, prefix: str = "") -> S:
         return _convert(cls, raw, prefix)
     except _Invalid as e:
         raise ConfigError(f"{origin}: {e}") from None
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """{dotted key: value} from "key=YAML value" items (command-line overrides)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def with_overrides(params: Params, overrides: Mapping[str, Any]) -> Params:

@@ -27,7 +27,7 @@ import pandas as pd
 from coverid.core.errors import CoveridError
 from coverid.data.splits import SPLITS
 from coverid.data.store import FeatureSet
-from coverid.features.transform import PITCH, TILED_ROWS
+from coverid.features.transform import feature_rows
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def work_frame(perf: pd.DataFrame) -> pd.DataFrame:
 def expected_rows(pcfg: dict[str, Any]) -> int:
     """Pitch rows F the preprocess params produce: 23 when tiled, else 12, per stacked feature
     (preprocess.feature and each of preprocess.fusion)."""
-    return (TILED_ROWS if pcfg["tile"] else PITCH) * (1 + len(pcfg["fusion"]))
+    return feature_rows(pcfg["tile"]) * (1 + len(pcfg["fusion"]))
 
 
 def validate_features(fs: FeatureSet, splits: dict[str, str], vcfg: dict[str, Any],

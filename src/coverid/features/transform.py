@@ -38,9 +38,14 @@ def input_feature(pcfg: Any) -> str:
     return "+".join(parts)
 
 
+def feature_rows(tile: bool) -> int:
+    """Pitch rows of one feature of a model input: 12, or 23 when tiled."""
+    return TILED_ROWS if tile else PITCH
+
+
 def input_rows(feature: str, tile: bool) -> int:
-    """Pitch rows of a model input of `feature`: 12, or 23 when tiled, per stacked feature."""
-    return (TILED_ROWS if tile else PITCH) * len(feature_parts(feature))
+    """Pitch rows of a model input of `feature`: feature_rows per stacked feature."""
+    return feature_rows(tile) * len(feature_parts(feature))
 
 
 def part_rows(n_rows: int, n_parts: int) -> int:

@@ -109,7 +109,6 @@ def probe_input(fc: dict[str, Any]) -> np.ndarray:
     return np.random.default_rng(_PROBE_SEED).random((1, rows, fc["spect_len"]), dtype=np.float32)
 
 
-
 def load_features(path: str | Path, pcfg: dict[str, Any], feature: str) -> dict[str, np.ndarray]:
     """{part: (T, 12)} features of one audio file (essentia decode + chroma), for each feature
     that `feature` ('hpcp' or a stack such as 'hpcp+melody') is made of."""
