@@ -330,31 +330,41 @@ def _flat_once(xb: np.ndarray, q: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- real: a trained model's embeddings
 
 
+def augmented_batches(x: np.ndarray, keys: np.ndarray, rows: np.ndarray, seeds: np.ndarray,
+                      work_seeds: np.ndarray, aug: dict[str, Any], n_parts: int, batch: int = 256):
+    """A tf.data dataset of songs `x[rows]` augmented by pairs.augment (`seeds`; `work_seeds`:
+    the remapping to a new work when aug's p_remap), every stacked feature of a fused input
+    alike, in batches of `batch`."""
+    import tensorflow as tf
+
+    from coverid.train.pairs import augment
+
+    feats, tkeys = tf.constant(x), tf.constant(keys)
+    part = x.shape[1] // n_parts
+
+    def one(i, s, ws):
+        """A fused input's features (stacked rows) each get the same seeded augmentation."""
+        song, key = tf.gather(feats, i), tf.gather(tkeys, i)
+        return tf.concat([augment(song[j * part:(j + 1) * part], s, aug, ws, key)
+                          for j in range(n_parts)], axis=0)
+
+    return tf.data.Dataset.from_tensor_slices((rows, seeds, work_seeds)).map(
+        one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(2)
+
+
 def augmented_embeddings(embedder: Any, x: np.ndarray, keys: np.ndarray, rows: np.ndarray,
                          seeds: np.ndarray, work_seeds: np.ndarray, aug: dict[str, Any],
                          batch: int = 256) -> np.ndarray:
     """Embeddings of songs `x[rows]`, each remapped to a new work (its pitch classes permuted
     by `work_seeds`) and augmented (`seeds`) by pairs.augment, every stacked feature of a fused
     input alike; (len(rows), D) float32."""
-    import tensorflow as tf
     from tqdm import tqdm
 
     from coverid.features.transform import feature_parts
     from coverid.model.embedder import make_embed_fn
-    from coverid.train.pairs import augment
 
-    feats, tkeys = tf.constant(x), tf.constant(keys)
     n_parts = len(feature_parts(embedder.config["feature"]))
-
-    def one(i, s, ws):
-        """A fused input's features (stacked rows) each get the same seeded augmentation."""
-        song, key = tf.gather(feats, i), tf.gather(tkeys, i)
-        rows = x.shape[1] // n_parts
-        return tf.concat([augment(song[j * rows:(j + 1) * rows], s, aug, ws, key)
-                          for j in range(n_parts)], axis=0)
-
-    ds = tf.data.Dataset.from_tensor_slices((rows, seeds, work_seeds)).map(
-        one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(2)
+    ds = augmented_batches(x, keys, rows, seeds, work_seeds, aug, n_parts, batch)
     fn = make_embed_fn(embedder.encoder)
     out = np.empty((len(rows), embedder.dim), np.float32)
     start = 0
