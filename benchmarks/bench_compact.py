@@ -80,20 +80,20 @@ def pca_basis(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def whiten_basis(basis: tuple[np.ndarray, np.ndarray, np.ndarray], dim: int,
                  shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
     """(W, b) of whiten.whitening to `dim` dims from a pca_basis (of at least `dim` axes)."""
-    mean, v, var = basis[0], basis[1][:, :dim], basis[2][:dim]
-    w = v / np.sqrt(var + shrinkage * var.mean())
-    w *= np.sign(w[np.abs(w).argmax(0), np.arange(dim)])
-    return w.astype(np.float32), (-mean @ w).astype(np.float32)
+    from coverid.model.whiten import whitening_of_axes
+
+    return whitening_of_axes(basis[0], basis[1][:, :dim], basis[2][:dim], shrinkage)
 
 
-def augmented_pool(full_models: list[Any], x: np.ndarray, labels: np.ndarray, aug: dict[str, Any],
-                   copies: int, seed: int, remap: bool = False,
-                   batch: int = 128) -> tuple[list[np.ndarray], np.ndarray]:
-    """(each encoder's full embeddings, work labels) of `x`'s songs (stacked features) followed by
-    `copies` augmented copies of every song (pairs.augment, both features alike). Without
-    `remap` a copy keeps its song's work; with it, copy round r makes a new work of each work
-    (its pitch classes permuted, the same way for all its versions, as bench_index's
-    real_collection), so the pool holds (1 + copies) x as many works."""
+def augmented_pool(full_models: list[Any], x: np.ndarray, originals: list[np.ndarray],
+                   labels: np.ndarray, aug: dict[str, Any], copies: int, seed: int,
+                   remap: bool = False, batch: int = 128) -> tuple[list[np.ndarray], np.ndarray]:
+    """(each encoder's full embeddings, work labels) of `x`'s songs (stacked features; their
+    embeddings by each model, `originals`, already computed) followed by `copies` augmented
+    copies of every song (pairs.augment, both features alike). Without `remap` a copy keeps its
+    song's work; with it, copy round r makes a new work of each work (its pitch classes
+    permuted, the same way for all its versions, as bench_index's real_collection), so the pool
+    holds (1 + copies) x as many works."""
     from bench_index import augmented_batches
     from tqdm import tqdm
 
@@ -111,8 +111,7 @@ def augmented_pool(full_models: list[Any], x: np.ndarray, labels: np.ndarray, au
     ds = augmented_batches(x, relative_keys(x, codes), rows, seeds, work_seeds, aug, n_parts, batch)
     fns = [make_embed_fn(m) for m in full_models]
     part = x.shape[1] // n_parts
-    out = [[np.asarray(fn(x[i:i + batch, j * part:(j + 1) * part]), np.float32)
-            for i in range(0, n, batch)] for j, fn in enumerate(fns)]
+    out = [[np.asarray(o, np.float32)] for o in originals]
     for b in tqdm(ds, total=-(-len(rows) // batch), desc="augmented", unit="batch", mininterval=10):
         for j, fn in enumerate(fns):
             out[j].append(np.asarray(fn(b[:, j * part:(j + 1) * part]), np.float32))
@@ -315,8 +314,8 @@ def main() -> None:
     if args.augmented:
         t0 = time.perf_counter()
         pool = augmented_pool([full_embedding(parts[n]) for n in names], sets["train"].features,
-                              sets["train"].work_id, dict(params["train"]["augment"]), args.augmented,
-                              int(params["seed"]))
+                              full["train"], sets["train"].work_id, dict(params["train"]["augment"]),
+                              args.augmented, int(params["seed"]))
         pool_seconds = round(time.perf_counter() - t0, 1)
     found = variants(full, proj, kernels, part_weights(params, len(names)), sets["train"].work_id,
                      args.dim, args.shrinkages, args.lda_pca, pool)
@@ -325,7 +324,7 @@ def main() -> None:
     if args.learned:
         t0 = time.perf_counter()
         remapped = augmented_pool([full_embedding(parts[n]) for n in names], sets["train"].features,
-                                  sets["train"].work_id, dict(params["train"]["augment"]),
+                                  full["train"], sets["train"].work_id, dict(params["train"]["augment"]),
                                   args.learned, int(params["seed"]), remap=args.remap)
         pool_seconds += round(time.perf_counter() - t0, 1)
         found = itertools.chain(found, learned_variants(

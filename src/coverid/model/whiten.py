@@ -29,13 +29,19 @@ def whitening(x: np.ndarray, dim: int, shrinkage: float) -> tuple[np.ndarray, np
     mean = x.mean(0)
     # the SVD of the centred rows: V (d, dim) are the principal axes, s^2 / n their variances
     _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-    var = s[:dim] ** 2 / n
+    return whitening_of_axes(mean, vt[:dim].T, s[:dim] ** 2 / n, shrinkage)
+
+
+def whitening_of_axes(mean: np.ndarray, axes: np.ndarray, var: np.ndarray,
+                      shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) of `whitening` from the data's mean, its principal axes (d, dim) and their
+    variances (however they were computed)."""
     scale = np.sqrt(var + shrinkage * var.mean())
     scale[scale == 0] = 1.0
-    w = vt[:dim].T / scale
+    w = axes / scale
     # a principal axis' sign is arbitrary: make each one's largest entry positive (same bytes
     # from the same data)
-    w *= np.sign(w[np.abs(w).argmax(0), np.arange(dim)])
+    w *= np.sign(w[np.abs(w).argmax(0), np.arange(w.shape[1])])
     return w.astype(np.float32), (-mean @ w).astype(np.float32)
 
 
