@@ -19,6 +19,11 @@ plain and with the query expansion picked on val (as the tune stage does), test 
 MAP on every query and on Qmax's queries. The variant with the best expanded val MAP is
 `picked_on_val`; the hold-out is never used to choose. Writes reports/bench/compact.json.
 
+Every full embedding is first power-normalised as the model's projection does it
+(model.projection_power, whiten.power_normalise), or with `--power P` in its place (the
+model's own projection is then refitted, as the train stage fits it, at that power: the
+`joined` row is the default embedding at power P).
+
 With --learned N, a linear map of the joined embedding to --dim is also trained (from its PCA
 whitening) on the train songs and N augmented copies of each (`--remap`: each copy round a
 new work, its pitch classes permuted), by the triplet loss and/or a relational distillation
@@ -87,17 +92,20 @@ def whiten_basis(basis: tuple[np.ndarray, np.ndarray, np.ndarray], dim: int,
 
 def augmented_pool(full_models: list[Any], x: np.ndarray, originals: list[np.ndarray],
                    labels: np.ndarray, aug: dict[str, Any], copies: int, seed: int,
-                   remap: bool = False, batch: int = 128) -> tuple[list[np.ndarray], np.ndarray]:
+                   remap: bool = False, batch: int = 128, powers: list[float] | None = None
+                   ) -> tuple[list[np.ndarray], np.ndarray]:
     """(each encoder's full embeddings, work labels) of `x`'s songs (stacked features; their
     embeddings by each model, `originals`, already computed) followed by `copies` augmented
     copies of every song (pairs.augment, both features alike). Without `remap` a copy keeps its
     song's work; with it, copy round r makes a new work of each work (its pitch classes
     permuted, the same way for all its versions, as bench_index's real_collection), so the pool
-    holds (1 + copies) x as many works."""
+    holds (1 + copies) x as many works. `powers`: each encoder's power_normalise of the copies
+    (as `originals` had)."""
     from bench_index import augmented_batches
     from tqdm import tqdm
 
     from coverid.model.embedder import make_embed_fn
+    from coverid.model.whiten import power_normalise
     from coverid.train.pairs import encode_labels, relative_keys
 
     n, n_parts = len(x), len(full_models)
@@ -114,7 +122,8 @@ def augmented_pool(full_models: list[Any], x: np.ndarray, originals: list[np.nda
     out = [[np.asarray(o, np.float32)] for o in originals]
     for b in tqdm(ds, total=-(-len(rows) // batch), desc="augmented", unit="batch", mininterval=10):
         for j, fn in enumerate(fns):
-            out[j].append(np.asarray(fn(b[:, j * part:(j + 1) * part]), np.float32))
+            e = np.asarray(fn(b[:, j * part:(j + 1) * part]), np.float32)
+            out[j].append(e if powers is None else power_normalise(e, powers[j]))
     pool_labels = np.concatenate([codes, (rnd * (codes.max() + 1) if remap else 0) + codes[rows]])
     return [np.concatenate(o) for o in out], pool_labels
 
@@ -269,6 +278,7 @@ def main() -> None:
     from coverid.eval.expansion import select_expansion
     from coverid.model.embedder import Embedder, load_embedder
     from coverid.model.encoders import full_embedding, fused_parts, projection_of
+    from coverid.model.whiten import power_normalise, project, whitening
     from coverid.train.fusion import part_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -287,6 +297,8 @@ def main() -> None:
     ap.add_argument("--remap", action="store_true",
                     help="the learned projections' copies are new works (pitch classes permuted)")
     ap.add_argument("--skip-whitening", action="store_true", help="only the learned variants")
+    ap.add_argument("--power", type=float, default=None,
+                    help="power-normalise the full embeddings with this (default: the model's own)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     params = load_params()
@@ -300,22 +312,24 @@ def main() -> None:
     t0 = time.perf_counter()
     full: dict[str, list] = {n: [] for n in SPLITS}
     proj: dict[str, list] = {n: [] for n in SPLITS}
-    for name in names:
+    powers = [projection_of(parts[n]).power if args.power is None else args.power for n in names]
+    for name, power in zip(names, powers):
         full_model = Embedder(full_embedding(parts[name]), {"metric": "euclidean"})
-        proj_model = Embedder(parts[name], {"metric": "euclidean"})
         for n in SPLITS:
-            x = sets[n].part(name).features
-            full[n].append(full_model.embed(x))
-            proj[n].append(proj_model.embed(x))
+            full[n].append(power_normalise(full_model.embed(sets[n].part(name).features), power))
     embed_seconds = round(time.perf_counter() - t0, 1)
     kernels = [(np.asarray(projection_of(parts[n]).kernel), np.asarray(projection_of(parts[n]).bias))
                for n in names]
+    if args.power is not None:  # the default whitening refitted at that power
+        shrinkage = params["model"]["projection_shrinkage"]
+        kernels = [whitening(f, int(k.shape[1]), shrinkage) for f, (k, _) in zip(full["train"], kernels)]
+    proj = {n: [project(f, *kb) for f, kb in zip(full[n], kernels)] for n in SPLITS}
     pool, pool_seconds = None, 0.0
     if args.augmented:
         t0 = time.perf_counter()
         pool = augmented_pool([full_embedding(parts[n]) for n in names], sets["train"].features,
                               full["train"], sets["train"].work_id, dict(params["train"]["augment"]),
-                              args.augmented, int(params["seed"]))
+                              args.augmented, int(params["seed"]), powers=powers)
         pool_seconds = round(time.perf_counter() - t0, 1)
     found = variants(full, proj, kernels, part_weights(params, len(names)), sets["train"].work_id,
                      args.dim, args.shrinkages, args.lda_pca, pool)
@@ -325,7 +339,8 @@ def main() -> None:
         t0 = time.perf_counter()
         remapped = augmented_pool([full_embedding(parts[n]) for n in names], sets["train"].features,
                                   full["train"], sets["train"].work_id, dict(params["train"]["augment"]),
-                                  args.learned, int(params["seed"]), remap=args.remap)
+                                  args.learned, int(params["seed"]), remap=args.remap,
+                                  powers=powers)
         pool_seconds += round(time.perf_counter() - t0, 1)
         found = itertools.chain(found, learned_variants(
             full, kernels, part_weights(params, len(names)), remapped, args.dim, args.steps,
@@ -347,7 +362,8 @@ def main() -> None:
     compact = [r for r in rows if r["dims"] <= args.dim]
     best = max(compact, key=lambda r: (r["expansion"]["val_map"], r["expansion"]["val_map_plain"]))
     write_json(args.out, {
-        "seed": params["seed"], "model": str(args.model), "dim": args.dim, "embed_seconds": embed_seconds,
+        "seed": params["seed"], "model": str(args.model), "dim": args.dim, "power": powers,
+        "embed_seconds": embed_seconds,
         "augmented": args.augmented, "learned": args.learned, "augmented_seconds": pool_seconds,
         "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()},
         "picked_on_val": {k: best[k] for k in ("method", "shrinkage", "triplet", "distill", "lr", "steps",

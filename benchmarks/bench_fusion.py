@@ -119,7 +119,8 @@ def main() -> None:
     rows_meta = melody_rows(params, hp[HOLDOUT])
     runs: list[dict[str, Any]] = []
     variants = [(None, shipped)] + [(d, rewhitened((hpcp_model.encoder, result.encoder), (hp, mel), d,
-                                                   params["model"]["projection_shrinkage"]))
+                                                   params["model"]["projection_shrinkage"],
+                                                   params["model"]["projection_power"]))
                                     for d in args.dims]
     for dims, emb in variants:
         runs += [fused_row(emb, w, dims, hp, params, baselines, rows_meta)
@@ -137,18 +138,20 @@ def main() -> None:
         "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()}, "runs": runs})
 
 
-def rewhitened(encoders: tuple, sets: tuple[dict, dict], dim: int, shrinkage: float) -> dict:
-    """Each model's full embedding whitened to `dim` (fitted on its train songs): {split: (a, b)}."""
+def rewhitened(encoders: tuple, sets: tuple[dict, dict], dim: int, shrinkage: float,
+               power: float) -> dict:
+    """Each model's full embedding, power-normalised, whitened to `dim` (fitted on its train
+    songs, as the train stage fits it): {split: (a, b)}."""
     from coverid.model.embedder import Embedder
     from coverid.model.encoders import full_embedding
-    from coverid.model.whiten import project, whitening
+    from coverid.model.whiten import power_normalise, project, whitening
 
     out: dict[str, list] = {n: [] for n in SPLITS}
     for encoder, split_sets in zip(encoders, sets):
         full = Embedder(full_embedding(encoder), {"metric": "euclidean"})
-        w, b = whitening(full.embed(split_sets["train"].features), dim, shrinkage)
+        w, b = whitening(power_normalise(full.embed(split_sets["train"].features), power), dim, shrinkage)
         for n in out:
-            out[n].append(project(full.embed(split_sets[n].features), w, b))
+            out[n].append(project(power_normalise(full.embed(split_sets[n].features), power), w, b))
     return {n: tuple(v) for n, v in out.items()}
 
 

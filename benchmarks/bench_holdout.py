@@ -140,8 +140,9 @@ def rank(embedder: Any, songs: Any, qe: dict, chunk: int, queries: np.ndarray | 
     return out
 
 
-def train_and_rank(params: dict, sets: dict) -> dict[str, Any]:
-    """Fit on sets' train, early-stop on val; rank test and holdout."""
+def train_and_rank(params: dict, sets: dict, save: Path | None = None) -> dict[str, Any]:
+    """Fit on sets' train, early-stop on val; rank test and holdout. `save`: also write the
+    model dir there (as the train stage writes data/models/encoder), for later benchmarks."""
     from coverid.data.splits import HOLDOUT
     from coverid.eval.evaluate import baseline_queries
     from coverid.eval.expansion import select_expansion
@@ -151,6 +152,12 @@ def train_and_rank(params: dict, sets: dict) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = fit_fused(params, sets["train"], sets["val"])  # one encoder per fused feature, as train
     embedder = Embedder(result.encoder, {"metric": metric_for(params["train"]["loss"])}, result.head)
+    if save is not None:
+        from coverid.model.embedder import save_embedder
+        from coverid.train.fit import embedder_config
+
+        save_embedder(save, result.encoder, embedder_config(params, sets["train"], result.encoder),
+                      result.head)
     chunk = int(params["evaluate"]["chunk_size"])
     qe = select_expansion(embedder.embed(sets["val"].features), sets["val"].work_id, embedder.metric,
                           embedder.head, params["tune"]["expansion"], chunk)
@@ -164,7 +171,8 @@ def train_and_rank(params: dict, sets: dict) -> dict[str, Any]:
             row[split] = rank(embedder, sets[split], qe, chunk, None)
             continue
         baseline = read_json(paths.REPORTS / report, "baseline report")
-        queries = baseline_queries(params, sets[split].work_id, baseline)
+        # the baseline stage's queries: drawn with the pipeline's seed, whatever --set seed= says
+        queries = baseline_queries(load_params(), sets[split].work_id, baseline)
         row[split] = rank(embedder, sets[split], qe, chunk, queries)
         row[split]["baseline"] = {m: round(v["map"], 4) for m, v in baseline.items()}
     # which hold-out pairs it finds (bench_holdout_pairs.py: Qmax's figures are in its report)
@@ -186,6 +194,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="overrides, key=YAML value")
     ap.add_argument("--scratch", type=Path, default=Path("data/bench/holdout"),
                     help="where the bigger melody corpora are generated (cached)")
+    ap.add_argument("--save-model", type=Path, default=None,
+                    help="also write each trained model dir to DIR/works<N> (e.g. for bench_compact)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     overrides = parse_overrides(args.set)
@@ -193,7 +203,8 @@ def main() -> None:
     runs = read_json(args.out, "bench report")["runs"] if args.out.exists() else []
     for n in args.works:
         row = {"melody_works": n, "overrides": overrides,
-               **train_and_rank(params, datasets(params, n, args.scratch))}
+               **train_and_rank(params, datasets(params, n, args.scratch),
+                                 args.save_model and args.save_model / f"works{n}")}
         runs.append(row)
         print(f"{n} melody works {overrides}: hold-out MAP {row['holdout']} | test {row['test']}",
               flush=True)

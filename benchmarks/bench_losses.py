@@ -112,7 +112,7 @@ def main() -> None:
     params = with_overrides(load_params(), parse_overrides(filter(None, args.config.split(","))))
     train_fs, val_fs, test = split_features(params)
     baseline = read_report(paths.REPORTS / "baseline.json", required=False) or {}
-    queries = baseline_queries(params, test.work_id, baseline)
+    queries = baseline_queries(load_params(), test.work_id, baseline)  # the pipeline's seed's
     out: dict = {"baseline": {m: r["map"] for m, r in baseline.items()}, "losses": {}}
     for loss in args.losses:
         runs = [train_and_rank(params, loss, s, train_fs, val_fs, test, queries)

@@ -106,10 +106,37 @@ def test_move_is_projected_too():
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
 
 
+def test_a_power_projection_power_normalises_the_full_embedding_first():
+    from coverid.model.whiten import power_normalise
+
+    enc = build_encoder({**BAG, "projection_power": 0.5}, (23, 40))
+    x = songs(5)
+    init_encoder(BAG, enc, x, seed=7)
+    full = np.asarray(keras.Model(enc.input, enc.get_layer("embedding").output)(x), np.float64)
+    kernel = np.asarray(projection_of(enc).kernel, np.float64)
+    want = power_normalise(full, 0.5) @ kernel
+    e = np.asarray(enc(x))
+    np.testing.assert_allclose(e, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    plain = full @ kernel  # the counts' square roots, not the counts, are projected
+    assert not np.allclose(e, plain / np.linalg.norm(plain, axis=1, keepdims=True), atol=1e-3)
+
+
+@pytest.mark.parametrize("power", [0.0, -0.5, 1.5])
+def test_a_projection_power_outside_0_1_is_refused(power):
+    with pytest.raises(CoveridError, match="projection_power"):
+        build_encoder({**BAG, "projection_power": power}, (23, 40))
+
+
+def test_a_trained_projection_refuses_a_power():
+    with pytest.raises(CoveridError, match="projection_power must be 1 with model.projection: trained"):
+        build_encoder({**BAG, "projection": "trained", "projection_power": 0.5}, (23, 40))
+
+
 @pytest.mark.parametrize("trainable", [False, True])
 def test_save_load_round_trip_is_exact_and_reproducible(tmp_path, trainable):
     x = songs(4)
-    enc = build_encoder({**BAG, "projection": "trained" if trainable else "whiten"}, (23, 40))
+    enc = build_encoder({**BAG, "projection": "trained" if trainable else "whiten",
+                         "projection_power": 1.0 if trainable else 0.75}, (23, 40))
     init_encoder(BAG, enc, x, seed=5)
     config = model_config(embedding_dim=6, spect_len=40)
     save_embedder(tmp_path / "a", enc, config)
@@ -118,6 +145,7 @@ def test_save_load_round_trip_is_exact_and_reproducible(tmp_path, trainable):
     assert fingerprint(tmp_path / "a") == fingerprint(tmp_path / "b")
     emb = load_embedder(tmp_path / "a")
     assert emb.dim == 6 and projection_of(emb.encoder).trainable is trainable
+    assert projection_of(emb.encoder).power == (1.0 if trainable else 0.75)
     np.testing.assert_array_equal(np.asarray(projection_of(emb.encoder).kernel),
                                   np.asarray(projection_of(enc).kernel))
     np.testing.assert_allclose(emb.embed(x, batch_size=3), np.asarray(enc(x)), atol=1e-6)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from coverid.model.whiten import fit_head, project, whitening
+from coverid.model.whiten import fit_head, power_normalise, project, whitening
 
 
 def clustered(n_works: int = 30, versions: int = 4, d: int = 40, seed: int = 0):
@@ -72,6 +72,36 @@ def test_whitening_keeps_retrieval_where_the_loud_shared_direction_hides_it():
     assert map_of(project(x, w, b), labels) > map_of(x, labels) + 0.05
 
 
+def test_power_normalise_is_a_signed_power_of_unit_rows():
+    x = np.array([[4.0, 0.0, 1.0, 0.0], [0.0, -9.0, 0.0, 16.0]])
+    assert power_normalise(x, 1.0) is x  # off: untouched, the same bytes
+    y = power_normalise(x, 0.5)
+    want = np.array([[2.0, 0.0, 1.0, 0.0], [0.0, -3.0, 0.0, 4.0]])
+    np.testing.assert_allclose(y, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
+    assert y.dtype == np.float32
+
+
+def bursty(n_works: int = 25, versions: int = 4, d: int = 60, seed: int = 0):
+    """Non-negative unit rows: a work's versions share a sparse set of patterns, and each song
+    also has a burst (one pattern counted many times) that no other song shares, in a random
+    dim: no principal axis holds the bursts, so whitening alone cannot damp them."""
+    rng = np.random.default_rng(seed)
+    base = (rng.random((n_works, d)) < 0.2) * rng.random((n_works, d))
+    x = np.repeat(base, versions, axis=0) * (0.7 + 0.6 * rng.random((n_works * versions, d)))
+    x[np.arange(len(x)), rng.integers(0, d, len(x))] += 4.0 * (0.5 + rng.random(len(x)))
+    labels = np.repeat(np.arange(n_works), versions)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_power_below_1_damps_bursts_that_whitening_leaves(seed):
+    x, labels = bursty(seed=seed)
+    plain = project(x, *whitening(x, 40, 0.1))
+    rooted = power_normalise(x, 0.5)
+    powered = project(rooted, *whitening(rooted, 40, 0.1))
+    assert map_of(powered, labels) > map_of(plain, labels) + 0.05
+
+
 def test_whitening_needs_as_many_songs_as_dims():
     x, _ = clustered(n_works=2, versions=2)
     with pytest.raises(ValueError, match="at least 5 songs"):
@@ -123,8 +153,8 @@ def test_fit_head_needs_both_kinds_of_pair():
         fit_head(e, np.arange(4), 10, 0, 0.1)
 
 
-@pytest.mark.parametrize("loss", ["triplet", "bce"])
-def test_fit_whitens_the_training_songs_and_refits_the_head(loss):
+@pytest.mark.parametrize("loss,power", [("triplet", 1.0), ("bce", 0.5)])
+def test_fit_whitens_the_training_songs_and_refits_the_head(loss, power):
     pytest.importorskip("tensorflow")
     from conftest import make_feature_set
     from test_train import default_setup, tiny_params
@@ -136,12 +166,14 @@ def test_fit_whitens_the_training_songs_and_refits_the_head(loss):
 
     tr = make_feature_set(n_works=4, versions=3, n_noise=1, spect_len=24, seed=0)
     va = make_feature_set(n_works=3, versions=2, n_noise=1, spect_len=24, seed=1)
-    params = with_overrides(tiny_params(loss=loss, epochs=2), {"model.projection_dim": 4})
+    params = with_overrides(tiny_params(loss=loss, epochs=2), {"model.projection_dim": 4,
+                                                               "model.projection_power": power})
     res = fit(params, tr, va, None, default_setup())
     proj = projection_of(res.encoder)
     assert not proj.trainable
     full = np.asarray(full_embedding(res.encoder)(tr.features, training=False), np.float64)
     assert full.shape == (len(tr.features), 8)
+    full = np.asarray(power_normalise(full, power), np.float64)  # what the projection sees
     kernel, bias = np.asarray(proj.kernel, np.float64), np.asarray(proj.bias, np.float64)
     # the training rows, projected, are whitened: zero mean, covariance var / (var + s mean(var))
     # on the top 4 principal axes (compared as a covariance: the tiny model's near-equal

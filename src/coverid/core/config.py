@@ -303,6 +303,7 @@ class Model(Section):
     projection_dim: int | None
     projection: ProjectionKind
     projection_shrinkage: float
+    projection_power: float
     fusion_weight: float
     fusion_dim: int | None
     move: Move

@@ -109,12 +109,13 @@ class L2Normalize(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="coverid")
 class Projection(layers.Layer):
-    """(B, D) -> (B, dim): x W + b, scaled to unit L2 norm. A non-trainable projection passes x
-    through unchanged while training (the loss sees the full embedding)."""
+    """(B, D) -> (B, dim): x W + b, scaled to unit L2 norm; with `power` != 1, x is first
+    power-normalised (whiten.power_normalise). A non-trainable projection passes x through
+    unchanged while training (the loss sees the full embedding)."""
 
-    def __init__(self, dim: int, **kwargs) -> None:
+    def __init__(self, dim: int, power: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.dim = int(dim)
+        self.dim, self.power = int(dim), float(power)
 
     def build(self, shape):
         # nearly orthogonal columns of norm ~sqrt(D / dim) (drawn from Keras's seed, like every
@@ -127,6 +128,9 @@ class Projection(layers.Layer):
     def call(self, x, training=False):
         if training and not self.trainable:
             return x  # a fixed projection: the loss trains the full embedding it approximates
+        if self.power != 1.0:
+            x = ops.sign(x) * ops.power(ops.abs(x), self.power)
+            x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
         y = ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)
         return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
 
@@ -134,7 +138,7 @@ class Projection(layers.Layer):
         return (shape[0], self.dim)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "dim": self.dim}
+        return {**super().get_config(), "dim": self.dim, "power": self.power}
 
 
 def projection_matrix(d_in: int, dim: int, seed: int) -> np.ndarray:
@@ -148,12 +152,13 @@ def projection_matrix(d_in: int, dim: int, seed: int) -> np.ndarray:
     return (q * np.sqrt(d_in / dim)).astype(np.float32)
 
 
-def add_projection(encoder: keras.Model, dim: int | None, trainable: bool) -> keras.Model:
+def add_projection(encoder: keras.Model, dim: int | None, trainable: bool,
+                   power: float = 1.0) -> keras.Model:
     """`encoder` ending in a `Projection` to `dim` dims when its embedding is wider; else as is."""
     width = embedding_size(encoder)
     if dim is None or width <= dim:
         return encoder
-    out = Projection(dim, trainable=trainable, dtype="float32", name="projection")(encoder.output)
+    out = Projection(dim, power, trainable=trainable, dtype="float32", name="projection")(encoder.output)
     return keras.Model(encoder.input, out, name=encoder.name)
 
 
@@ -347,18 +352,24 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
     """
     arch = model["arch"]
     dim, trainable = model["projection_dim"], model["projection"] == "trained"
+    power = model["projection_power"]
     if dim is not None and dim < 1:
         raise CoveridError(f"model.projection_dim must be >= 1 or null, got {dim}")
+    if not 0 < power <= 1:
+        raise CoveridError(f"model.projection_power must be in (0, 1], got {power}")
+    if trainable and power != 1:
+        # |x|^p has no gradient at 0, where most bag counts are
+        raise CoveridError("model.projection_power must be 1 with model.projection: trained")
     if arch == "seed":
-        return add_projection(seed_encoder(input_shape), dim, trainable)
+        return add_projection(seed_encoder(input_shape), dim, trainable, power)
     if arch == "move":
         m = model["move"]
         return add_projection(move_encoder(
             input_shape, model["embedding_dim"], m["channels"], m["first_kernel"], m["kernel"],
             list(m["dilations"]), m["pooling"], m["l2_normalize"], m["dropout"], m["time_pool"],
-            m["downsample"], m["pitch_pool"]), dim, trainable)
+            m["downsample"], m["pitch_pool"]), dim, trainable, power)
     if arch == "bag":
-        return add_projection(build_bag(model["bag"], input_shape), dim, trainable)
+        return add_projection(build_bag(model["bag"], input_shape), dim, trainable, power)
     raise CoveridError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")
 
 

@@ -16,6 +16,16 @@ import numpy as np
 L1_SCALE = 10.0  # fit_head's L1-distance column is this x the sum of |e_i - e_j|
 
 
+def power_normalise(x: np.ndarray, power: float) -> np.ndarray:
+    """sign(x) |x|^power, rows rescaled to unit L2 norm (what the encoder's Projection does
+    first); power 1 returns x as is. Below 1 it flattens the bursts of a few frequent patterns'
+    counts (Perronnin et al. 2010, Jegou et al. 2009's burstiness)."""
+    if power == 1.0:
+        return x
+    y = np.sign(x) * np.abs(np.asarray(x, np.float64)) ** power
+    return (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def whitening(x: np.ndarray, dim: int, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
     """(W (D, dim), b (dim,)) such that x W + b is the PCA-whitened `x` on its top `dim`
     components: (x - mean) V / sqrt(lambda + shrinkage * mean(lambda))."""

@@ -54,7 +54,7 @@ from coverid.model.losses import (
     mined_contrastive_loss,
     triplet_loss,
 )
-from coverid.model.whiten import fit_head, project, whitening
+from coverid.model.whiten import fit_head, power_normalise, project, whitening
 from coverid.train.devices import setup_devices
 from coverid.train.lookahead import make_optimizer
 from coverid.train.pairs import batch_items, encode_labels, make_dataset, mode_for
@@ -434,6 +434,7 @@ def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: Featur
     model = params["model"]
     full = embed_batches(make_embed_fn(trainer.trained_encoder), train_fs.features, batch_size,
                          embedding_size(trainer.trained_encoder))
+    full = power_normalise(full, model["projection_power"])  # as the Projection layer sees it
     if model["projection"] == "whiten":
         if len(full) < model["projection_dim"]:
             raise CoveridError(f"model.projection_dim {model['projection_dim']}: the whitening needs "
