@@ -121,6 +121,14 @@ def test_a_power_projection_power_normalises_the_full_embedding_first():
     assert not np.allclose(e, plain / np.linalg.norm(plain, axis=1, keepdims=True), atol=1e-3)
 
 
+def test_a_projection_saved_before_the_power_option_loads_with_power_1():
+    layer = Projection(6, 0.5, name="projection")
+    config = layer.get_config()
+    assert config["power"] == 0.5
+    del config["power"]  # as models saved before model.projection_power wrote it
+    assert Projection.from_config(config).power == 1.0
+
+
 @pytest.mark.parametrize("power", [0.0, -0.5, 1.5])
 def test_a_projection_power_outside_0_1_is_refused(power):
     with pytest.raises(CoveridError, match="projection_power"):
