@@ -25,7 +25,8 @@ BAG = repo_params({"model.arch": "bag", "model.projection_dim": 6, "model.bag.do
                    "model.bag.patch": 3, "model.bag.codes": 4, "model.bag.sharpness": 20.0,
                    "model.bag.lags": [2], "model.bag.unigrams": True,
                    "model.bag.tempo_factors": [0.9, 1.0, 1.2], "model.bag.kmeans_iters": 5,
-                   "model.bag.key_rolls": 1})["model"].to_dict()
+                   "model.bag.key_rolls": 1,
+                   "model.projection_power": 1.0})["model"].to_dict()  # power: its own tests
 FULL = 4 + 4 * 4
 
 
@@ -135,9 +136,11 @@ def test_a_projection_power_outside_0_1_is_refused(power):
         build_encoder({**BAG, "projection_power": power}, (23, 40))
 
 
-def test_a_trained_projection_refuses_a_power():
-    with pytest.raises(CoveridError, match="projection_power must be 1 with model.projection: trained"):
-        build_encoder({**BAG, "projection": "trained", "projection_power": 0.5}, (23, 40))
+def test_a_trained_projection_is_not_power_normalised():
+    # projection_power shapes the fixed (whiten | random) projections only, as the shrinkage does
+    # the whitening: a trained one would need the gradient of |x|^p at 0
+    enc = build_encoder({**BAG, "projection": "trained", "projection_power": 0.5}, (23, 40))
+    assert projection_of(enc).power == 1.0 and projection_of(enc).trainable
 
 
 @pytest.mark.parametrize("trainable", [False, True])

@@ -357,9 +357,8 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
         raise CoveridError(f"model.projection_dim must be >= 1 or null, got {dim}")
     if not 0 < power <= 1:
         raise CoveridError(f"model.projection_power must be in (0, 1], got {power}")
-    if trainable and power != 1:
-        # |x|^p has no gradient at 0, where most bag counts are
-        raise CoveridError("model.projection_power must be 1 with model.projection: trained")
+    if trainable:
+        power = 1.0  # a whiten | random setting, as the shrinkage is whiten's (|x|^p has no gradient at 0)
     if arch == "seed":
         return add_projection(seed_encoder(input_shape), dim, trainable, power)
     if arch == "move":
