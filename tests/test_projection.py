@@ -185,3 +185,28 @@ def test_the_bce_head_sees_the_embedding_the_loss_trains(kind):
     trainer = Trainer(params, (23, 40), setup_devices(params["train"]))
     # a fixed projection: the head learns on the full embedding (and is refitted after training)
     assert trainer.head.kernel.shape == ((6 if kind == "trained" else FULL), 1)
+
+
+def test_the_training_path_of_a_projection_matches_inference_with_finite_gradients_at_zeros():
+    tf = pytest.importorskip("tensorflow")
+    layer = Projection(3, 0.75)
+    layer.build((None, 5))
+    x = np.array([[0.0, 0.2, 0.0, 0.5, 0.1], [0.3, 0.0, 0.0, 0.0, 0.9]], np.float32)
+    np.testing.assert_allclose(np.asarray(layer.through(x)), np.asarray(layer(x)), atol=1e-6)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = tf.reduce_sum(layer.through(xt) * tf.constant([1.0, -2.0, 0.5]))
+    grad, kernel_grad = tape.gradient(y, [xt, layer.kernel])
+    assert np.all(np.isfinite(np.asarray(grad))) and np.abs(np.asarray(grad)).sum() > 0
+    assert kernel_grad is None  # the fitted whitening is not trained, only trained through
+    with tf.GradientTape() as tape:  # the inference formula: |x|^p has no finite gradient at 0
+        tape.watch(xt)
+        y = tf.reduce_sum(layer(xt))
+    assert not np.all(np.isfinite(np.asarray(tape.gradient(y, xt))))
+
+
+@pytest.mark.parametrize("projection,refit", [("random", 1), ("whiten", -1)])
+def test_a_refitted_projection_must_be_a_whitening(projection, refit):
+    with pytest.raises(CoveridError, match="projection_refit_every"):
+        build_encoder({**BAG, "projection": projection, "projection_refit_every": refit}, (23, 40))

@@ -210,3 +210,42 @@ def test_fit_says_when_there_are_too_few_songs_to_whiten():
     params = with_overrides(tiny_params(epochs=1), {"model.projection_dim": 6})
     with pytest.raises(CoveridError, match="projection_dim 6: the whitening needs at least"):
         fit(params, tr, tr, None, default_setup())
+
+
+@pytest.mark.parametrize("loss", ["triplet", "bce"])
+def test_refitting_the_whitening_while_training_trains_through_it(loss, monkeypatch):
+    """model.projection_refit_every N: the whitening is fitted at the start and after every N
+    epochs, the loss (and val MAP) see the projected embedding, and the saved projection is the
+    whitening of the best weights' training songs, as without it."""
+    pytest.importorskip("tensorflow")
+    from conftest import make_feature_set
+    from test_train import default_setup, tiny_params
+
+    from coverid.core.config import with_overrides
+    from coverid.model.encoders import full_embedding, projection_of
+    from coverid.train import fit as fit_mod
+
+    tr = make_feature_set(n_works=4, versions=3, n_noise=1, spect_len=24, seed=0)
+    va = make_feature_set(n_works=3, versions=2, n_noise=1, spect_len=24, seed=1)
+    over = {"model.projection_dim": 4, "model.projection_power": 0.75}
+    base = with_overrides(tiny_params(loss=loss, epochs=4), over)
+    refit = with_overrides(base, {"model.projection_refit_every": 2})
+    calls = []
+    original = fit_mod.Trainer.refit_projection
+    monkeypatch.setattr(fit_mod.Trainer, "refit_projection",
+                        lambda self, x, b: (calls.append(len(x)), original(self, x, b))[1])
+    trainer = fit_mod.Trainer(refit, tr.features.shape[1:], default_setup())
+    assert trainer.embed(tr.features[:3], True).shape == (3, 4)  # the loss sees the projection
+    assert fit_mod.Trainer(base, tr.features.shape[1:], default_setup()).embed(
+        tr.features[:3], True).shape == (3, 8)
+    a = fit_mod.fit(refit, tr, va, None, default_setup())
+    assert calls == [len(tr.features)] * 3  # the start, after epochs 2 and 4
+    b = fit_mod.fit(base, tr, va, None, default_setup())
+    full_a = np.asarray(full_embedding(a.encoder)(tr.features, training=False))
+    full_b = np.asarray(full_embedding(b.encoder)(tr.features, training=False))
+    assert np.all(np.isfinite(full_a)) and not np.allclose(full_a, full_b, atol=1e-4)
+    kernel, bias = fit_mod.fitted_whitening(refit["model"], full_a)
+    np.testing.assert_allclose(np.asarray(projection_of(a.encoder).kernel), kernel, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(projection_of(a.encoder).bias), bias, atol=1e-4)
+    again = fit_mod.fit(refit, tr, va, None, default_setup())
+    assert again.state.history == a.state.history

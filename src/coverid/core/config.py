@@ -304,6 +304,7 @@ class Model(Section):
     projection: ProjectionKind
     projection_shrinkage: float
     projection_power: float
+    projection_refit_every: int
     fusion_weight: float
     fusion_dim: int | None
     move: Move

@@ -107,6 +107,9 @@ class L2Normalize(layers.Layer):
         return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
 
+TINY = 1e-30  # Projection.through's floor under the power (float32's smallest normal: 1.2e-38)
+
+
 @keras.saving.register_keras_serializable(package="coverid")
 class Projection(layers.Layer):
     """(B, D) -> (B, dim): x W + b, scaled to unit L2 norm; with `power` != 1, x is first
@@ -132,6 +135,17 @@ class Projection(layers.Layer):
             x = ops.sign(x) * ops.power(ops.abs(x), self.power)
             x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
         y = ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)
+        return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
+
+    def through(self, x):
+        """The fixed projection applied while training (model.projection_refit_every): as `call`
+        at inference, with |x| floored at TINY under the power so that its gradient stays finite
+        at the bag's exact zeros (the same values: sign(0) = 0)."""
+        if self.power != 1.0:
+            x = ops.sign(x) * ops.power(ops.maximum(ops.abs(x), TINY), self.power)
+            x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+        y = ops.matmul(x, ops.stop_gradient(ops.cast(self.kernel, x.dtype)))
+        y = y + ops.stop_gradient(ops.cast(self.bias, x.dtype))
         return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
 
     def compute_output_shape(self, shape):
@@ -357,6 +371,10 @@ def build_encoder(model: dict[str, Any], input_shape: tuple[int, int | None]) ->
         raise CoveridError(f"model.projection_dim must be >= 1 or null, got {dim}")
     if not 0 < power <= 1:
         raise CoveridError(f"model.projection_power must be in (0, 1], got {power}")
+    refit = model["projection_refit_every"]
+    if refit < 0 or (refit and model["projection"] != "whiten"):
+        raise CoveridError(f"model.projection_refit_every must be 0, or >= 1 with model.projection: "
+                           f"whiten, got {refit} with {model['projection']}")
     if trainable:
         power = 1.0  # a whiten | random setting, as the shrinkage is whiten's (|x|^p has no gradient at 0)
     if arch == "seed":

@@ -44,6 +44,7 @@ from coverid.model.encoders import (
     head_arrays,
     head_logits,
     init_encoder,
+    projection_of,
     set_projection,
 )
 from coverid.model.losses import (
@@ -114,10 +115,14 @@ class Trainer:
         self.loss_cfg = self.train["losses"][self.loss_name]
         with self.strategy.scope():
             self.encoder = build_encoder(params["model"], input_shape)
-            # the loss (and the BCE head) sees the full embedding under a fixed projection
-            self.trained_encoder = full_embedding(self.encoder) if has_fixed_projection(
-                self.encoder) else self.encoder
-            dim = embedding_size(self.trained_encoder)
+            fixed = has_fixed_projection(self.encoder)
+            # the loss (and the BCE head) sees the full embedding under a fixed projection, or
+            # the projected one when the whitening is refitted while training
+            self.trained_encoder = full_embedding(self.encoder) if fixed else self.encoder
+            self.refit_every = int(params["model"]["projection_refit_every"]) if fixed else 0
+            self.projection = projection_of(self.encoder) if self.refit_every else None
+            self.val_encoder = self.encoder if self.refit_every else self.trained_encoder
+            dim = embedding_size(self.val_encoder)
             self.head = build_head(dim) if self.loss_name == "bce" else None
             self.optimizer = make_optimizer(self.train, self.train["steps_per_epoch"],
                                             self.loss_cfg["learning_rate"])
@@ -128,6 +133,25 @@ class Trainer:
             self.optimizer.build(self.trainable_variables)
         self._grads = tf.function(self._grads_impl, jit_compile=setup.xla or None)
         self._step = tf.function(self._step_impl)
+        self._full_fn = None
+
+    def embed(self, x, training: bool):
+        """The embedding the loss trains: the full one under a fixed projection (which passes it
+        through while training), or the projected one when the whitening is refitted."""
+        if self.projection is None:
+            return self.encoder(x, training=training)
+        return self.projection.through(self.trained_encoder(x, training=training))
+
+    def full_embeddings(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """The full (unprojected) embeddings of `x`, as numpy."""
+        if self._full_fn is None:
+            self._full_fn = make_embed_fn(self.trained_encoder)
+        return embed_batches(self._full_fn, x, batch_size, embedding_size(self.trained_encoder))
+
+    def refit_projection(self, x: np.ndarray, batch_size: int) -> None:
+        """Fit the whitening to the songs `x`' current full embeddings."""
+        kernel, bias = fitted_whitening(self.params["model"], self.full_embeddings(x, batch_size))
+        set_projection(self.encoder, kernel, bias)
 
     @property
     def trainable_variables(self) -> list:
@@ -171,10 +195,10 @@ class Trainer:
 
         if self.mode == "pk":
             x, w = batch
-            return self._batch_loss(w, self.encoder(x, training=training))
+            return self._batch_loss(w, self.embed(x, training))
         (x1, x2), extra = batch
         n = ops.shape(x1)[0]
-        e = self.encoder(ops.concatenate([x1, x2], axis=0), training=training)
+        e = self.embed(ops.concatenate([x1, x2], axis=0), training)
         e1, e2 = e[:n], e[n:]
         if self.mode == "pairs":
             return self._pair_loss(extra, e1, e2)
@@ -235,7 +259,7 @@ def init_head(trainer: Trainer, x: np.ndarray, seed: int, n: int = 256) -> None:
     spread of the L1 distances between `n` sampled training songs): a random start weighs
     thousands of dimensions at random, and the head does not unlearn that in a short training."""
     rows = np.random.default_rng(seed).permutation(len(x))[:n]
-    e = np.asarray(trainer.trained_encoder.predict(x[rows], batch_size=64, verbose=0), np.float64)
+    e = np.asarray(trainer.val_encoder.predict(x[rows], batch_size=64, verbose=0), np.float64)
     l1 = np.concatenate([np.abs(e[i + 1:] - e[i]).sum(1) for i in range(len(e) - 1)])
     m, s = float(l1.mean()), float(l1.std()) or 1.0
     kernel, bias = trainer.head.get_weights()
@@ -246,12 +270,13 @@ def init_head(trainer: Trainer, x: np.ndarray, seed: int, n: int = 256) -> None:
 
 def validation_map(trainer: Trainer, x: np.ndarray, work_id: np.ndarray, batch_size: int) -> float:
     """MAP of the val songs against each other (NaN when no val work has two versions), on the
-    embedding the loss trains (a fixed projection is fitted or applied after training)."""
+    embedding the loss trains (the full one, or the projected one when the whitening is refitted
+    while training)."""
     if len(x) < 2 or len(np.unique(work_id)) == len(work_id):
         return float("nan")
-    fn = getattr(trainer, "_embed_fn", None) or make_embed_fn(trainer.trained_encoder)
+    fn = getattr(trainer, "_embed_fn", None) or make_embed_fn(trainer.val_encoder)
     trainer._embed_fn = fn
-    e = embed_batches(fn, x, batch_size, embedding_size(trainer.trained_encoder))
+    e = embed_batches(fn, x, batch_size, embedding_size(trainer.val_encoder))
     head = trainer.head_arrays()
     dist = pairwise(e, e, "bce" if head is not None else "euclidean", head)
     return float(retrieval_metrics(dist, work_id)["map"])
@@ -371,13 +396,15 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     seed_everything(seed, deterministic_ops=not setup.gpus)
     trainer = Trainer(params, tuple(train_fs.features.shape[1:]), setup)
     init_encoder(params["model"], trainer.encoder, train_fs.features, seed)
+    items = batch_items(train, encode_labels(train_fs.work_id))
+    if trainer.refit_every:
+        trainer.refit_projection(train_fs.features, items)
     if trainer.head is not None:
         init_head(trainer, train_fs.features, seed)
     key = checkpoint_key(params, train_fs, val_fs)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     state, best_weights = _resume(ckpt if train["resume"] else None, trainer, key,
                                   TrainState(run_id=run_id))
-    items = batch_items(train, encode_labels(train_fs.work_id))
     every = max(int(train["checkpoint_every"]), 0) if ckpt is not None else 0
     epochs = range(state.epoch, train["epochs"])
     if len(epochs):
@@ -389,6 +416,8 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
         loss = trainer.run_epoch(batches, train["steps_per_epoch"])
         state.seconds += time.perf_counter() - t0
         state.pairs += train["steps_per_epoch"] * items / 2
+        if trainer.refit_every and (epoch + 1) % trainer.refit_every == 0:
+            trainer.refit_projection(train_fs.features, items)  # before val sees it
         row: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "lr": trainer.learning_rate()}
         last = epoch + 1 == train["epochs"]
         if (epoch + 1) % train["val_every"] == 0 or last:
@@ -425,6 +454,16 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     return FitResult(trainer.encoder, head, state, setup.describe())
 
 
+def fitted_whitening(model: dict[str, Any], full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The whitening (kernel, bias) of the power-normalised full embeddings `full`."""
+    if len(full) < model["projection_dim"]:
+        raise CoveridError(f"model.projection_dim {model['projection_dim']}: the whitening needs "
+                           f"at least that many training songs, got {len(full)} (lower it, or "
+                           "set model.projection: random)")
+    full = power_normalise(full, model["projection_power"])  # as the Projection layer sees it
+    return whitening(full, int(model["projection_dim"]), model["projection_shrinkage"])
+
+
 def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: FeatureSet,
                       batch_size: int) -> tuple[np.ndarray, float] | None:
     """Fit a `whiten` projection to the training songs' full embeddings and, under any fixed
@@ -432,22 +471,18 @@ def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: Featur
     if not has_fixed_projection(trainer.encoder):
         return trainer.head_arrays()
     model = params["model"]
-    full = embed_batches(make_embed_fn(trainer.trained_encoder), train_fs.features, batch_size,
-                         embedding_size(trainer.trained_encoder))
-    full = power_normalise(full, model["projection_power"])  # as the Projection layer sees it
+    full = trainer.full_embeddings(train_fs.features, batch_size)
     if model["projection"] == "whiten":
-        if len(full) < model["projection_dim"]:
-            raise CoveridError(f"model.projection_dim {model['projection_dim']}: the whitening needs "
-                               f"at least that many training songs, got {len(full)} (lower it, or "
-                               "set model.projection: random)")
-        kernel, bias = whitening(full, int(model["projection_dim"]), model["projection_shrinkage"])
+        kernel, bias = fitted_whitening(model, full)
         set_projection(trainer.encoder, kernel, bias)
         log.info("projection: PCA whitening of %d training songs, %d -> %d dims", len(full),
                  full.shape[1], kernel.shape[1])
     if trainer.head is None:
         return None
     proj = trainer.encoder.get_layer("projection")
-    projected = project(full, np.asarray(proj.kernel), np.asarray(proj.bias))
+    # as the Projection layer sees it
+    projected = project(power_normalise(full, model["projection_power"]), np.asarray(proj.kernel),
+                        np.asarray(proj.bias))
     bce = params["train"]["losses"]["bce"]
     return fit_head(projected, train_fs.work_id, bce["refit_negatives"], int(params["seed"]),
                     bce["refit_c"])
