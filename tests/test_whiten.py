@@ -187,7 +187,9 @@ def test_fit_whitens_the_training_songs_and_refits_the_head(loss, power):
     w, b = kernel, bias
     embedder = Embedder(res.encoder, {"metric": metric_for(loss)}, res.head)
     e = embedder.embed(tr.features)
-    np.testing.assert_allclose(e, project(full, w, b), atol=1e-4)
+    # float32 embeddings through two graphs: the smallest whitened components amplify their
+    # rounding, which depends on the CPU's kernels (1e-4 held on one CPU, 2e-4 on another)
+    np.testing.assert_allclose(e, project(full, w, b), atol=1e-3)
     if loss == "bce":
         bce = params["train"]["losses"]["bce"]
         head_w, head_b = fit_head(e, tr.work_id, bce["refit_negatives"], 7, bce["refit_c"])
@@ -222,8 +224,10 @@ def test_refitting_the_whitening_while_training_trains_through_it(loss, monkeypa
     from test_train import default_setup, tiny_params
 
     from coverid.core.config import with_overrides
+    from coverid.model.embedder import embed_batches, make_embed_fn
     from coverid.model.encoders import full_embedding, projection_of
     from coverid.train import fit as fit_mod
+    from coverid.train.pairs import batch_items, encode_labels
 
     tr = make_feature_set(n_works=4, versions=3, n_noise=1, spect_len=24, seed=0)
     va = make_feature_set(n_works=3, versions=2, n_noise=1, spect_len=24, seed=1)
@@ -244,8 +248,13 @@ def test_refitting_the_whitening_while_training_trains_through_it(loss, monkeypa
     full_a = np.asarray(full_embedding(a.encoder)(tr.features, training=False))
     full_b = np.asarray(full_embedding(b.encoder)(tr.features, training=False))
     assert np.all(np.isfinite(full_a)) and not np.allclose(full_a, full_b, atol=1e-4)
-    kernel, bias = fit_mod.fitted_whitening(refit["model"], full_a)
-    np.testing.assert_allclose(np.asarray(projection_of(a.encoder).kernel), kernel, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(projection_of(a.encoder).bias), bias, atol=1e-4)
+    # the trainer's own embedding graph and batches: the same float32 bytes (a whitening of this
+    # tiny model amplifies the rounding of another graph's embeddings into its kernel)
+    batch = batch_items(refit["train"], encode_labels(tr.work_id))
+    full = embed_batches(make_embed_fn(full_embedding(a.encoder)), tr.features, batch, 8)
+    kernel, bias = fit_mod.fitted_whitening(refit["model"], full)
+    np.testing.assert_allclose(np.asarray(projection_of(a.encoder).kernel), kernel, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(projection_of(a.encoder).bias), bias, rtol=1e-5,
+                               atol=1e-6)
     again = fit_mod.fit(refit, tr, va, None, default_setup())
     assert again.state.history == a.state.history
