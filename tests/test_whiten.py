@@ -252,7 +252,7 @@ def test_refitting_the_whitening_while_training_trains_through_it(loss, monkeypa
     # tiny model amplifies the rounding of another graph's embeddings into its kernel)
     batch = batch_items(refit["train"], encode_labels(tr.work_id))
     full = embed_batches(make_embed_fn(full_embedding(a.encoder)), tr.features, batch, 8)
-    kernel, bias = fit_mod.fitted_whitening(refit["model"], full)
+    kernel, bias = fit_mod.fitted_whitening(refit["model"], power_normalise(full, 0.75))
     np.testing.assert_allclose(np.asarray(projection_of(a.encoder).kernel), kernel, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(projection_of(a.encoder).bias), bias, rtol=1e-5,
                                atol=1e-6)

@@ -104,7 +104,12 @@ class L2Normalize(layers.Layer):
     """Scale each embedding to unit Euclidean norm."""
 
     def call(self, x):
-        return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+        return unit_rows(x)
+
+
+def unit_rows(x):
+    """Each row of x scaled to unit Euclidean norm (zero rows stay zero)."""
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
 
 
 TINY = 1e-30  # Projection.through's floor under the power (float32's smallest normal: 1.2e-38)
@@ -131,22 +136,23 @@ class Projection(layers.Layer):
     def call(self, x, training=False):
         if training and not self.trainable:
             return x  # a fixed projection: the loss trains the full embedding it approximates
-        if self.power != 1.0:
-            x = ops.sign(x) * ops.power(ops.abs(x), self.power)
-            x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
-        y = ops.matmul(x, ops.cast(self.kernel, x.dtype)) + ops.cast(self.bias, x.dtype)
-        return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
+        return self._map(x, fixed=False)
 
     def through(self, x):
         """The fixed projection applied while training (model.projection_refit_every): as `call`
         at inference, with |x| floored at TINY under the power so that its gradient stays finite
         at the bag's exact zeros (the same values: sign(0) = 0)."""
+        return self._map(x, fixed=True)
+
+    def _map(self, x, fixed: bool):
+        """The power, x W + b and the unit norm; `fixed`: gradient-safe power, W and b constant."""
         if self.power != 1.0:
-            x = ops.sign(x) * ops.power(ops.maximum(ops.abs(x), TINY), self.power)
-            x = x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
-        y = ops.matmul(x, ops.stop_gradient(ops.cast(self.kernel, x.dtype)))
-        y = y + ops.stop_gradient(ops.cast(self.bias, x.dtype))
-        return y / ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=-1, keepdims=True), 1e-12))
+            a = ops.maximum(ops.abs(x), TINY) if fixed else ops.abs(x)
+            x = unit_rows(ops.sign(x) * ops.power(a, self.power))
+        kernel, bias = ops.cast(self.kernel, x.dtype), ops.cast(self.bias, x.dtype)
+        if fixed:
+            kernel, bias = ops.stop_gradient(kernel), ops.stop_gradient(bias)
+        return unit_rows(ops.matmul(x, kernel) + bias)
 
     def compute_output_shape(self, shape):
         return (shape[0], self.dim)

@@ -142,15 +142,16 @@ class Trainer:
             return self.encoder(x, training=training)
         return self.projection.through(self.trained_encoder(x, training=training))
 
-    def full_embeddings(self, x: np.ndarray, batch_size: int) -> np.ndarray:
-        """The full (unprojected) embeddings of `x`, as numpy."""
+    def projection_inputs(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """The full embeddings of `x`, power-normalised as the Projection layer sees them."""
         if self._full_fn is None:
             self._full_fn = make_embed_fn(self.trained_encoder)
-        return embed_batches(self._full_fn, x, batch_size, embedding_size(self.trained_encoder))
+        full = embed_batches(self._full_fn, x, batch_size, embedding_size(self.trained_encoder))
+        return power_normalise(full, self.params["model"]["projection_power"])
 
     def refit_projection(self, x: np.ndarray, batch_size: int) -> None:
         """Fit the whitening to the songs `x`' current full embeddings."""
-        kernel, bias = fitted_whitening(self.params["model"], self.full_embeddings(x, batch_size))
+        kernel, bias = fitted_whitening(self.params["model"], self.projection_inputs(x, batch_size))
         set_projection(self.encoder, kernel, bias)
 
     @property
@@ -454,14 +455,13 @@ def fit(params: dict[str, Any], train_fs: FeatureSet, val_fs: FeatureSet,
     return FitResult(trainer.encoder, head, state, setup.describe())
 
 
-def fitted_whitening(model: dict[str, Any], full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The whitening (kernel, bias) of the power-normalised full embeddings `full`."""
-    if len(full) < model["projection_dim"]:
+def fitted_whitening(model: dict[str, Any], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The whitening (kernel, bias) of the projection's inputs `x` (Trainer.projection_inputs)."""
+    if len(x) < model["projection_dim"]:
         raise CoveridError(f"model.projection_dim {model['projection_dim']}: the whitening needs "
-                           f"at least that many training songs, got {len(full)} (lower it, or "
+                           f"at least that many training songs, got {len(x)} (lower it, or "
                            "set model.projection: random)")
-    full = power_normalise(full, model["projection_power"])  # as the Projection layer sees it
-    return whitening(full, int(model["projection_dim"]), model["projection_shrinkage"])
+    return whitening(x, int(model["projection_dim"]), model["projection_shrinkage"])
 
 
 def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: FeatureSet,
@@ -471,7 +471,7 @@ def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: Featur
     if not has_fixed_projection(trainer.encoder):
         return trainer.head_arrays()
     model = params["model"]
-    full = trainer.full_embeddings(train_fs.features, batch_size)
+    full = trainer.projection_inputs(train_fs.features, batch_size)
     if model["projection"] == "whiten":
         kernel, bias = fitted_whitening(model, full)
         set_projection(trainer.encoder, kernel, bias)
@@ -480,9 +480,7 @@ def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: Featur
     if trainer.head is None:
         return None
     proj = trainer.encoder.get_layer("projection")
-    # as the Projection layer sees it
-    projected = project(power_normalise(full, model["projection_power"]), np.asarray(proj.kernel),
-                        np.asarray(proj.bias))
+    projected = project(full, np.asarray(proj.kernel), np.asarray(proj.bias))
     bce = params["train"]["losses"]["bce"]
     return fit_head(projected, train_fs.work_id, bce["refit_negatives"], int(params["seed"]),
                     bce["refit_c"])
