@@ -32,11 +32,17 @@ run: $(STAMP)  ## run the whole pipeline (dvc repro) on params.yaml's data sourc
 	@test -d .dvc || $(BIN)/dvc init -q
 	$(BIN)/dvc repro
 
+# Test files run in TEST_WORKERS processes (pytest-xdist), a file's tests in one of them (its
+# module fixtures are built once); the slow files go first (tests/conftest.py) so that the
+# end-to-end pipeline runs beside the rest instead of after it. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 test: $(STAMP)  ## run the test suite (slow end-to-end checks in a small configuration)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end checks
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)  ## run the benchmarks in benchmarks/ (figures printed and written to reports/bench/)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
