@@ -20,6 +20,7 @@ Three parts (each can be skipped):
             new works. Each --real-n size is measured with each --kinds index kind; with
             --tile-to, the largest real set is also tiled to that size (copies rotated by seeded
             random orthogonal matrices: real distances within a copy, not new model outputs).
+            --storages float16,float32 measures each index.storage on the same vectors.
 
 All FAISS work runs on `--threads` OpenMP threads (default 2, the target machine).
 
@@ -473,9 +474,10 @@ def bench_kind(xb: np.ndarray, work: np.ndarray, xq: np.ndarray, work_q: np.ndar
                      "recall@10": round(recall(found, truth), 4), "same_work@1": round(top1, 4),
                      "ms_per_query": round(ms, 2)})
         print(f"  n={n} {kind} {rows[-1]}", flush=True)
-    out = {"n": n, "kind": index.kind, "build_s": round(t_build, 1), "load_s": round(t_load, 2),
+    out = {"n": n, "kind": index.kind, "storage": str(index.embeddings.dtype),
+           "build_s": round(t_build, 1), "load_s": round(t_load, 2),
            "file_mb": sizes, "bytes_per_song": {"faiss": round(sizes["index.faiss"] * 1e6 / n, 1),
-                                                "embeddings": xb.shape[1] * 4},
+                                                "embeddings": xb.shape[1] * index.embeddings.itemsize},
            "rss_gb_after_load": round(rss_gb() - rss0, 2), "sweep": rows}
     del index
     shutil.rmtree(path, ignore_errors=True)
@@ -483,8 +485,9 @@ def bench_kind(xb: np.ndarray, work: np.ndarray, xq: np.ndarray, work_q: np.ndar
 
 
 def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: int, kinds: list[str],
-               tile_to: int | None, work: Path) -> dict[str, Any]:
-    """Index kinds on real model outputs at each size (and tiled to `tile_to`)."""
+               tile_to: int | None, work: Path, storages: list[str] | None = None) -> dict[str, Any]:
+    """Index kinds on real model outputs at each size (and tiled to `tile_to`), with each of
+    `storages` (index.storage; default params.yaml's)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from coverid.core import paths
     from coverid.data.store import read_features
@@ -504,21 +507,24 @@ def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: in
         "queries": {"n": nq, "held_out_real": nq // 2, "fresh_versions_of_new_works": nq - nq // 2},
         "embed": col["embed"], "index_settings": dict(params["index"]), "measured": [], "tiled": []}
     candidates = tuple(sorted({250, 500, 1000, int(params["index"]["candidates"])}))
+    configs = [{**params["index"], "storage": s} for s in storages or [params["index"]["storage"]]]
     for n in sorted(sizes):
         for kind in kinds:
             if kind == "hnsw" and n > 300_000:
                 continue  # its build alone would take most of an hour on two cores
-            out["measured"].append({**bench_kind(col["xb"][:n], col["work"][:n], col["xq"], col["work_q"],
-                                                 kind, params["index"], model, work / "idx", candidates),
-                                    "load_avg": load_avg()})
+            for icfg in configs:
+                out["measured"].append({**bench_kind(col["xb"][:n], col["work"][:n], col["xq"], col["work_q"],
+                                                     kind, icfg, model, work / "idx", candidates),
+                                        "load_avg": load_avg()})
     if tile_to:
         xb = rotated_tiles(col["xb"], tile_to)
         work_ids = np.concatenate([col["work"] + c * (col["work"].max() + 1)
                                    for c in range(-(-tile_to // len(col["xb"])))])[:tile_to]
         for kind in [k for k in kinds if k != "hnsw"]:
-            out["tiled"].append({**bench_kind(xb, work_ids, col["xq"], col["work_q"], kind, params["index"],
-                                              model, work / "idx", candidates),
-                                 "real_rows": len(col["xb"]), "load_avg": load_avg()})
+            for icfg in configs:
+                out["tiled"].append({**bench_kind(xb, work_ids, col["xq"], col["work_q"], kind, icfg,
+                                                  model, work / "idx", candidates),
+                                     "real_rows": len(col["xb"]), "load_avg": load_avg()})
     return out
 
 
@@ -541,6 +547,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="flat,pqfs,hnsw", help="index kinds of the real part")
     ap.add_argument("--tile-to", type=int, default=None, help="real part: also tile to this size")
     ap.add_argument("--real-out", default=str(REAL_OUT))
+    ap.add_argument("--storages", default=None,
+                    help="real part: comma list of index.storage values to measure (default params.yaml's)")
     args = ap.parse_args()
     import faiss
 
@@ -552,7 +560,8 @@ def main() -> None:
     try:
         if args.model is not None:
             real = {"machine": machine, **bench_real(params, args.model, args.real_n, args.queries,
-                                                     args.kinds.split(","), args.tile_to, work)}
+                                                     args.kinds.split(","), args.tile_to, work,
+                                                     args.storages.split(",") if args.storages else None)}
             real["machine"]["load_avg_at_end"] = list(os.getloadavg())
             write_json(Path(args.real_out), real)
             print(f"wrote {args.real_out}")

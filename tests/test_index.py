@@ -416,3 +416,62 @@ def test_build_index_checks_inputs(tmp_path):
         build_index(tmp_path / "i", np.zeros((2, 4), np.float32), [Song("a"), Song("b")], model, {}, ICFG,
                     distance="bce")
     assert not (tmp_path / "i").exists()
+
+
+def test_float16_storage_halves_the_files_and_keeps_the_ranking(built, tmp_path):
+    """index.storage: float16 stores half the bytes; the same songs come back in the same order,
+    with the model's distances to float16's rounding; adding songs keeps the dtype; an index
+    without the setting (built before it) is float32."""
+    f32 = load_index(built.dir)
+    assert "storage" not in f32.meta["index"] and f32.embeddings.dtype == np.float32
+    f16 = ident.build_from("modelA", tmp_path / "idx16", {**ICFG, "storage": "float16"},
+                           audio_dir=built.audio)
+    assert f16.embeddings.dtype == np.float16 and f16.meta["index"]["storage"] == "float16"
+    np.testing.assert_array_equal(f16.embeddings, np.asarray(f32.embeddings, np.float16))
+    header = 128  # .npy header bytes
+    assert ((tmp_path / "idx16/embeddings.npy").stat().st_size - header
+            == ((built.dir / "embeddings.npy").stat().st_size - header) // 2)
+    q = ident.embed_files([write_song(tmp_path / "q.wav", 1, 7)], FakeEmbedder(0))
+    a, b = f32.search(q, 14)[0], f16.search(q, 14)[0]
+    assert [h.row for h in a] == [h.row for h in b]
+    np.testing.assert_allclose([h.distance for h in b], [h.distance for h in a], rtol=2e-3)
+    assert [h.distance for h in a] != [h.distance for h in b]  # rounded, not the float32 values
+    more = make_audio_dir(tmp_path / "more", n_works=1, versions=2, n_noise=0, start=10)
+    grown, added, _ = ident.add_from(tmp_path / "idx16", audio_dir=more)
+    assert added == 2 and grown.embeddings.dtype == np.float16 and grown.count == 16
+    np.testing.assert_array_equal(grown.embeddings[:14], f16.embeddings)
+
+
+def test_float16_storage_with_query_expansion(tmp_path):
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((40, 8)).astype(np.float32)
+    songs = [Song(f"s{i}", f"W{i // 4}") for i in range(40)]
+    model = {"metric": "euclidean", "dim": 8}
+    thr = {"threshold": 1.0, "expansion": {"k": 2, "alpha": 1.0}}
+    f32 = build_index(tmp_path / "a", emb, songs, model, {}, ICFG, thr)
+    f16 = build_index(tmp_path / "b", emb, songs, model, {}, {**ICFG, "storage": "float16"}, thr)
+    assert f16.expanded.dtype == np.float16 and f32.expanded.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(f16.expanded, np.float32), f32.expanded, atol=2e-3)
+    hits32, hits16 = f32.search(emb[:5], 6, [{i} for i in range(5)]), f16.search(
+        emb[:5], 6, [{i} for i in range(5)])
+    assert [[h.row for h in r] for r in hits16] == [[h.row for h in r] for r in hits32]
+
+
+def test_storage_that_does_not_fit_or_is_unknown_is_refused(built, tmp_path):
+    model = {"metric": "euclidean", "dim": 4}
+    songs = [Song("a"), Song("b")]
+    with pytest.raises(CoveridError, match="do not fit float16 .*index.storage: float32"):
+        build_index(tmp_path / "i", np.full((2, 4), 7e4, np.float32), songs, model, {},
+                    {**ICFG, "storage": "float16"})
+    assert not (tmp_path / "i").exists()
+    build_index(tmp_path / "i", np.full((2, 4), 7e4, np.float32), songs, model, {},
+                {**ICFG, "storage": "float32"})
+    meta = json.loads((built.dir / "meta.json").read_text())
+    meta["index"]["storage"] = "float8"
+    (built.dir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BadInputError, match="meta.json: index.storage must be float16 or float32"):
+        load_index(built.dir)
+    meta["index"]["storage"] = "float16"  # the sidecar says float16, the file holds float32
+    (built.dir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BadInputError, match=r"embeddings.npy: holds float32 .*sidecar says float16"):
+        load_index(built.dir)

@@ -46,6 +46,7 @@ Objective = Literal["f1", "balanced_accuracy"]
 Method = Literal["qmax", "dtw"]
 DistanceType = Literal["asymmetric", "symmetric"]
 Approx = Literal["pqfs", "hnsw"]
+Storage = Literal["float16", "float32"]
 
 
 class Section:
@@ -447,6 +448,7 @@ class Index(Section):
     hnsw_m: int
     ef_construction: int
     ef_search: int
+    storage: Storage
 
 
 @dataclass

@@ -5,16 +5,18 @@ Layout of INDEX_DIR:
                    songs by column: {"songs": {"perf_id": [...], "work_id": [...], "title",
                    "artist", "path", "sha1"}} (columns load ~10x faster than one object per
                    song: a 1M-song sidecar in ~0.3 s)
-  embeddings.npy   (N, D) float32 raw embeddings, row i = songs[i] (for exact re-ranking,
-                   rebuilding and extending)
+  embeddings.npy   (N, D) raw embeddings, row i = songs[i] (for re-ranking, rebuilding and
+                   extending), stored as index.storage says (float16 by default, half the
+                   size of float32; an index without the setting is float32)
   index.faiss      FAISS index over the embeddings mapped to an L2 "candidate space"
-  expanded.npy     (N, D) float32, only with query expansion (meta "expansion": {k, alpha},
+  expanded.npy     (N, D), the same dtype, only with query expansion (meta "expansion": {k, alpha},
                    from the tuned threshold file): each song expanded with its k nearest
                    other songs (database-side augmentation, coverid.eval.expansion)
 
 Search is always two steps: the FAISS index proposes candidates in the L2 candidate space,
-then the candidates are re-ranked with the model's own distance (`coverid.eval.distance.pairwise`)
-on the stored embeddings, so reported distances are exact and comparable with the tuned
+then the candidates are re-ranked with the model's own distance (`coverid.eval.distance.pairwise`,
+in float32) on the stored embeddings, so reported distances are the model's (to float16's
+rounding of the stored embeddings, ~1e-3, by default) and comparable with the tuned
 threshold. The candidate space is the embedding itself (euclidean), the L2-normalised
 embedding (cosine), or, for a BCE head 1 - sigmoid(w.|a-b| + bias), the embedding scaled by
 sqrt(max(-w, 0)): L2 there is a proxy for the head's weighted L1, which FAISS cannot index,
@@ -60,6 +62,7 @@ EXPANDED_FILE = "expanded.npy"
 KINDS = ("flat", "pqfs", "hnsw")
 QUANTIZER_SEED = 0  # which vectors train the product quantizer: fixed, so a rebuild is identical
 _CHUNK = 16384  # rows of stored embeddings re-ranked at once
+F16_MAX = 6.0e4  # largest magnitude stored as float16 (its largest finite value is 65,504)
 
 
 @dataclass
@@ -199,7 +202,8 @@ class SongIndex:
         near = self.search(q, k, exclude, expanded=False)
         out = unit(q)
         for i, hits in enumerate(near):
-            vecs = np.asarray(self.embeddings[np.array([h.row for h in hits], dtype=np.int64)])
+            vecs = np.asarray(self.embeddings[np.array([h.row for h in hits], dtype=np.int64)],
+                              dtype=np.float32)
             sims = unit(q[i:i + 1]) @ unit(vecs).T
             out[i] = expand(q[i:i + 1], vecs[None], sims, alpha)[0]
         return out
@@ -294,6 +298,19 @@ def configure_search(index: Any, kind: str, icfg: dict[str, Any]) -> None:
         index.hnsw.efSearch = int(icfg["ef_search"])
 
 
+def storage_dtype(icfg: dict[str, Any], emb: np.ndarray | None = None) -> np.dtype:
+    """The dtype embeddings are stored in (index.storage; float32 for an index built before
+    the setting); with `emb`, a CoveridError when its values do not fit that dtype."""
+    name = icfg["storage"] if "storage" in icfg.keys() else "float32"
+    if name not in ("float16", "float32"):
+        raise CoveridError(f"index.storage must be float16 or float32, got {name!r}")
+    dtype = np.dtype(name)
+    if emb is not None and dtype == np.float16 and emb.size and float(np.abs(emb).max()) > F16_MAX:
+        raise CoveridError(f"embeddings up to {float(np.abs(emb).max()):.3g} do not fit float16 "
+                           f"(at most {F16_MAX:g}); set index.storage: float32")
+    return dtype
+
+
 def _index_settings(kind: str, n: int, icfg: dict[str, Any]) -> dict[str, Any]:
     """What the sidecar records about the FAISS index (enough to search and extend it)."""
     return {"kind": kind, "space": "l2", "count": n, **{k: icfg[k] for k in sorted(icfg)}}
@@ -311,6 +328,7 @@ def build_index(out_dir: str | Path, embeddings: np.ndarray, songs: list[Song], 
     distance = check_distance(distance or model["metric"], model["metric"])
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     _check_songs(emb, songs, model)
+    storage_dtype(icfg, emb)
     kind = index_kind(len(songs), icfg)
     log.info("building a %s index of %d songs (%s)", kind, len(songs), distance)
     index = make_faiss(candidate_space(emb, distance, _head_from_json(model.get("head"))), kind, icfg)
@@ -351,7 +369,8 @@ def add_songs(index_dir: str | Path, embeddings: np.ndarray, songs: list[Song], 
     new_emb = np.asarray(embeddings, dtype=np.float32).reshape(-1, old.embeddings.shape[1])[keep]
     new_songs = [songs[i] for i in keep]
     _check_songs(new_emb, new_songs, model)
-    emb = np.concatenate([np.asarray(old.embeddings), new_emb])
+    storage_dtype(old.meta["index"], new_emb)
+    emb = np.concatenate([np.asarray(old.embeddings, dtype=np.float32), new_emb])
     all_songs = old.songs.extend(new_songs)
     # An index keeps the settings it was built with (`index build` applies new ones).
     settings = {k: v for k, v in old.meta["index"].items() if k not in ("kind", "space", "count", "distance")}
@@ -450,9 +469,10 @@ def load_index(index_dir: str | Path) -> SongIndex:
         raise BadInputError(index_dir / EMB_FILE, "embeddings file missing") from None
     except (OSError, ValueError) as e:
         raise BadInputError(index_dir / EMB_FILE, f"corrupt embeddings file ({e})") from None
-    if emb.shape != (len(songs), dim) or emb.dtype != np.float32:
+    dtype = storage_dtype(meta["index"])
+    if emb.shape != (len(songs), dim) or emb.dtype != dtype:
         raise BadInputError(index_dir / EMB_FILE, f"holds {emb.dtype} {emb.shape}, sidecar says "
-                                                  f"float32 ({len(songs)}, {dim})")
+                                                  f"{dtype} ({len(songs)}, {dim})")
     faiss_path = index_dir / INDEX_FILE
     if not faiss_path.exists():
         raise BadInputError(faiss_path, "FAISS index file missing")
@@ -465,10 +485,11 @@ def load_index(index_dir: str | Path) -> SongIndex:
         raise BadInputError(faiss_path, f"holds {index.ntotal} vectors of dim {index.d}, "
                                         f"sidecar says {len(songs)} of dim {dim}")
     configure_search(index, str(meta["index"]["kind"]), meta["index"])
-    return SongIndex(index_dir, meta, songs, emb, index, _load_expanded(index_dir, meta, emb.shape))
+    return SongIndex(index_dir, meta, songs, emb, index, _load_expanded(index_dir, meta, emb.shape, dtype))
 
 
-def _load_expanded(index_dir: Path, meta: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray | None:
+def _load_expanded(index_dir: Path, meta: dict[str, Any], shape: tuple[int, ...],
+                   dtype: np.dtype) -> np.ndarray | None:
     """The expanded embeddings when the index has query expansion, else None."""
     if not int(expansion_of(meta)["k"]):
         return None
@@ -479,8 +500,8 @@ def _load_expanded(index_dir: Path, meta: dict[str, Any], shape: tuple[int, ...]
         raise BadInputError(path, "expanded embeddings missing (the index has query expansion)") from None
     except (OSError, ValueError) as e:
         raise BadInputError(path, f"corrupt expanded embeddings ({e})") from None
-    if expanded.shape != shape or expanded.dtype != np.float32:
-        raise BadInputError(path, f"holds {expanded.dtype} {expanded.shape}, expected float32 {shape}")
+    if expanded.shape != shape or expanded.dtype != dtype:
+        raise BadInputError(path, f"holds {expanded.dtype} {expanded.shape}, expected {dtype} {shape}")
     return expanded
 
 
@@ -499,6 +520,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
             raise BadInputError(path, f"missing or incomplete {key!r} section")
     if meta["index"]["kind"] not in KINDS:
         raise BadInputError(path, f"unknown index kind {meta['index']['kind']!r}")
+    try:
+        storage_dtype(meta["index"])
+    except CoveridError as e:
+        raise BadInputError(path, str(e)) from None
     cols = meta.get("songs")
     if not isinstance(cols, dict) or any(not isinstance(cols.get(f), list) for f in SONG_FIELDS):
         raise BadInputError(path, f"'songs' must hold the columns {', '.join(SONG_FIELDS)}")
@@ -511,10 +536,11 @@ def _write_dir(target: Path, meta: dict[str, Any], emb: np.ndarray, index: Any,
                expanded: np.ndarray | None = None) -> None:
     """Write the files into a temp dir beside `target`, then swap it in."""
     faiss = _faiss()
+    dtype = storage_dtype(meta["index"])
     with atomic_dir(target) as tmp:
-        np.save(tmp / EMB_FILE, emb)
+        np.save(tmp / EMB_FILE, np.asarray(emb, dtype))
         if expanded is not None:
-            np.save(tmp / EXPANDED_FILE, expanded)
+            np.save(tmp / EXPANDED_FILE, np.asarray(expanded, dtype))
         faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / META_FILE).write_text(_meta_text(meta))
 
