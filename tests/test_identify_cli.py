@@ -117,6 +117,8 @@ def test_index_add_and_info(project, capsys):
     assert code == 0
     info = json.loads(out)
     assert info["count"] == 16 and info["kind"] == "flat" and info["dim"] == DIM and info["works"] == 7
+    files = sum(f.stat().st_size for f in (project / "idx").iterdir())
+    assert info["storage"] == "float16" and info["disk_mb"] == round(files / 1e6, 1)
 
 
 def test_compare(project, capsys):

@@ -79,7 +79,9 @@ def _info(args: argparse.Namespace) -> int:
     m = index.meta
     summary = {
         "path": str(index.path), "count": index.count, "kind": index.kind, "metric": index.metric,
-        "dim": m["model"]["dim"], "model": m["model"].get("source"),
+        "dim": m["model"]["dim"], "storage": str(index.embeddings.dtype),
+        "disk_mb": round(sum(f.stat().st_size for f in index.path.iterdir()) / 1e6, 1),
+        "model": m["model"].get("source"),
         "params_hash": m["model"].get("params_hash"), "config_hash": m["model"].get("config_hash"),
         "feature": m["features"].get("feature"), "threshold": (m.get("threshold") or {}).get("value"),
         "works": len(set(index.songs.columns["work_id"]) - {None}),
