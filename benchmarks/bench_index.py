@@ -20,7 +20,10 @@ Three parts (each can be skipped):
             new works. Each --real-n size is measured with each --kinds index kind; with
             --tile-to, the largest real set is also tiled to that size (copies rotated by seeded
             random orthogonal matrices: real distances within a copy, not new model outputs).
-            --storages float16,float32 measures each index.storage on the same vectors.
+            --storages float16,float32 measures each index.storage on the same vectors;
+            --expansion-k K also times each search with query expansion (stand-in expanded rows)
+            and, at each --real-n size, measures the expanded search's recall@10 against the
+            exact expanded ranking (expansion_recall).
 
 All FAISS work runs on `--threads` OpenMP threads (default 2, the target machine).
 
@@ -445,9 +448,12 @@ def rotated_tiles(xb: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 def bench_kind(xb: np.ndarray, work: np.ndarray, xq: np.ndarray, work_q: np.ndarray, kind: str,
                icfg: dict[str, Any], model: dict[str, Any], path: Path,
-               candidates: tuple[int, ...]) -> dict[str, Any]:
+               candidates: tuple[int, ...], expansion_k: int = 0) -> dict[str, Any]:
     """build_index / load_index / SongIndex.search of one kind on `xb`: build seconds, sizes,
-    memory, and per `candidates`: recall@10 against exact search, same-work@1, ms per query."""
+    memory, and per `candidates`: recall@10 against exact search, same-work@1, ms per query.
+    With `expansion_k`, also ms per query of the search with query expansion (k nearest), on
+    stand-in expanded rows (a copy of the embeddings: the same work per query, not the same
+    answers), since expanding a million songs takes about an hour here."""
     from coverid.search.index import Song, build_index, load_index
 
     n = len(xb)
@@ -479,15 +485,73 @@ def bench_kind(xb: np.ndarray, work: np.ndarray, xq: np.ndarray, work_q: np.ndar
            "file_mb": sizes, "bytes_per_song": {"faiss": round(sizes["index.faiss"] * 1e6 / n, 1),
                                                 "embeddings": xb.shape[1] * index.embeddings.itemsize},
            "rss_gb_after_load": round(rss_gb() - rss0, 2), "sweep": rows}
+    if expansion_k:
+        out["expansion_timing"] = expansion_timing(path, xq, candidates if kind != "flat" else (0,),
+                                                   expansion_k)
     del index
     shutil.rmtree(path, ignore_errors=True)
     return out
 
 
+def expansion_timing(path: Path, xq: np.ndarray, candidates: tuple[int, ...],
+                     k: int) -> list[dict[str, Any]]:
+    """ms per query of the index at `path` searched with query expansion (k nearest, alpha 1) per number of
+    candidates, its expanded rows stood in for by a copy of its embeddings (timing only)."""
+    from coverid.search.index import EMB_FILE, EXPANDED_FILE, META_FILE, load_index
+
+    meta = json.loads((path / META_FILE).read_text())
+    meta["expansion"] = {"k": k, "alpha": 1.0}
+    (path / META_FILE).write_text(json.dumps(meta))
+    np.save(path / EXPANDED_FILE, np.load(path / EMB_FILE))
+    qe = load_index(path)
+    rows = []
+    for cand in candidates:
+        qe.meta["index"]["candidates"] = cand
+        ms = single_query_ms(lambda q: qe.search(q, K), xq, len(xq))
+        rows.append({**({"candidates": cand} if cand else {}), "k": k, "ms_per_query": round(ms, 2)})
+        print(f"  n={len(qe.songs)} {qe.kind} with expansion {rows[-1]}", flush=True)
+    return rows
+
+
+def expansion_recall(xb: np.ndarray, xq: np.ndarray, icfg: dict[str, Any], model: dict[str, Any],
+                     path: Path, k: int, candidates: tuple[int, ...]) -> dict[str, Any]:
+    """The approximate index (icfg's kind) built with query expansion (k nearest, alpha 1) on
+    `xb`: recall@10 of its expanded search against the exact expanded ranking (evaluate's:
+    every song expanded with its exact k nearest, coverid.eval.expansion.augment, and the query
+    with its exact k nearest), and ms per query, per number of candidates."""
+    from coverid.eval.distance import pairwise
+    from coverid.eval.expansion import augment, expand, nearest
+    from coverid.search.index import Song, build_index
+
+    cfg = {**icfg, "exact_max": 0}
+    songs = [Song(perf_id=f"P_{i}") for i in range(len(xb))]
+    shutil.rmtree(path, ignore_errors=True)
+    t0 = time.perf_counter()
+    index = build_index(path, xb, songs, model, {"feature": "bench"}, cfg,
+                        {"value": None, "expansion": {"k": k, "alpha": 1.0}})
+    t_build = time.perf_counter() - t0
+    idx, sims = nearest(xq, xb, k, 4096)
+    truth = np.argsort(pairwise(expand(xq, xb[idx], sims, 1.0), augment(xb, k, 1.0, 4096)), axis=1)[:, :K]
+    rows = []
+    for cand in candidates:
+        index.meta["index"]["candidates"] = cand
+        found = [np.array([h.row for h in index.search(xq[i:i + 1], K)[0]]) for i in range(len(xq))]
+        ms = single_query_ms(lambda q: index.search(q, K), xq, len(xq))
+        rows.append({"candidates": cand, "recall@10": round(recall(found, truth), 4),
+                     "ms_per_query": round(ms, 2)})
+        print(f"  n={len(xb)} {index.kind} expanded, against exact expansion {rows[-1]}", flush=True)
+    del index
+    shutil.rmtree(path, ignore_errors=True)
+    return {"n": len(xb), "kind": cfg["approx"], "storage": cfg["storage"], "k": k,
+            "build_s": round(t_build, 1), "sweep": rows}
+
+
 def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: int, kinds: list[str],
-               tile_to: int | None, work: Path, storages: list[str] | None = None) -> dict[str, Any]:
-    """Index kinds on real model outputs at each size (and tiled to `tile_to`), with each of
-    `storages` (index.storage; default params.yaml's)."""
+               tile_to: int | None, work: Path, storages: list[str] | None = None,
+               expansion_k: int = 0) -> dict[str, Any]:
+    """Index kinds on real model outputs at each size (and tiled to `tile_to`, approximate
+    kinds only), with each of `storages` (index.storage; default params.yaml's); with
+    `expansion_k`, each also timed with query expansion (bench_kind)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from coverid.core import paths
     from coverid.data.store import read_features
@@ -514,8 +578,12 @@ def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: in
                 continue  # its build alone would take most of an hour on two cores
             for icfg in configs:
                 out["measured"].append({**bench_kind(col["xb"][:n], col["work"][:n], col["xq"], col["work_q"],
-                                                     kind, icfg, model, work / "idx", candidates),
-                                        "load_avg": load_avg()})
+                                                     kind, icfg, model, work / "idx", candidates,
+                                                     expansion_k), "load_avg": load_avg()})
+    if expansion_k:
+        out["expansion_recall"] = [
+            expansion_recall(col["xb"][:n], col["xq"], configs[0], model, work / "idx", expansion_k,
+                             candidates) for n in sorted(sizes)]
     if tile_to:
         xb = rotated_tiles(col["xb"], tile_to)
         work_ids = np.concatenate([col["work"] + c * (col["work"].max() + 1)
@@ -523,7 +591,8 @@ def bench_real(params: dict[str, Any], model_dir: Path, sizes: list[int], nq: in
         for kind in [k for k in kinds if k != "hnsw"]:
             for icfg in configs:
                 out["tiled"].append({**bench_kind(xb, work_ids, col["xq"], col["work_q"], kind, icfg,
-                                                  model, work / "idx", candidates),
+                                                  model, work / "idx", candidates,
+                                                  expansion_k if kind != "flat" else 0),
                                      "real_rows": len(col["xb"]), "load_avg": load_avg()})
     return out
 
@@ -547,6 +616,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="flat,pqfs,hnsw", help="index kinds of the real part")
     ap.add_argument("--tile-to", type=int, default=None, help="real part: also tile to this size")
     ap.add_argument("--real-out", default=str(REAL_OUT))
+    ap.add_argument("--expansion-k", type=int, default=0,
+                    help="real part: also time searches with query expansion of this k (0: off)")
     ap.add_argument("--storages", default=None,
                     help="real part: comma list of index.storage values to measure (default params.yaml's)")
     args = ap.parse_args()
@@ -561,7 +632,8 @@ def main() -> None:
         if args.model is not None:
             real = {"machine": machine, **bench_real(params, args.model, args.real_n, args.queries,
                                                      args.kinds.split(","), args.tile_to, work,
-                                                     args.storages.split(",") if args.storages else None)}
+                                                     args.storages.split(",") if args.storages else None,
+                                                     args.expansion_k)}
             real["machine"]["load_avg_at_end"] = list(os.getloadavg())
             write_json(Path(args.real_out), real)
             print(f"wrote {args.real_out}")

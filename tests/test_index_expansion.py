@@ -82,3 +82,43 @@ def test_threshold_file_carries_the_expansion(tmp_path, data):
     index = build_index(tmp_path / "i", x, songs_of(work), MODEL, {}, ICFG, threshold)
     assert index.expansion == (3, 0.0)
     np.testing.assert_allclose(index.expanded, augment(x, 3, 0.0, CHUNK), atol=1e-6)
+
+
+class CountingIndex:
+    """A FAISS index proxy that counts its searches."""
+
+    def __init__(self, index) -> None:
+        self.index, self.searches = index, 0
+
+    def search(self, x, k):
+        self.searches += 1
+        return self.index.search(x, k)
+
+
+def test_an_approximate_index_expands_within_one_candidate_search(tmp_path, data):
+    """pqfs with query expansion: one scan of the codes per search (the expanded query re-ranks
+    the query's own candidates); with every song a candidate it ranks as the exact index does,
+    and with fewer its answers are among the query's candidates."""
+    x, work = data
+    exact = build_index(tmp_path / "flat", x, songs_of(work), MODEL, {}, ICFG, THRESHOLD)
+    cfg = {**ICFG, "exact_max": 10, "storage": "float32"}
+    approx = build_index(tmp_path / "pq", x, songs_of(work), MODEL, {}, cfg, THRESHOLD)
+    assert approx.kind == "pqfs"
+    np.testing.assert_allclose(approx.expanded, exact.expanded, atol=1e-6)  # every song re-ranked
+    approx.faiss_index = counter = CountingIndex(approx.faiss_index)
+    for i in (0, 7, 30):
+        got = approx.search(x[i], 10, [{i}])[0]
+        assert [h.row for h in got] == [h.row for h in exact.search(x[i], 10, [{i}])[0]]
+    assert counter.searches == 0  # every song is a candidate: nothing to scan
+    approx.meta["index"]["candidates"] = 12
+    _, cand = counter.index.search(x[:1].astype(np.float32), 12)
+    hits = approx.search(x[0], 5, [{0}])[0]
+    assert counter.searches == 1 and len(hits) == 5  # one scan, though the query is expanded
+    assert {h.row for h in hits} <= set(cand[0].tolist()) - {0}
+    d = pairwise(x[:1], x)[0]
+    near = [r for r in np.argsort(d) if r != 0 and r in set(cand[0].tolist())][:2]
+    q = unit(unit(x[:1]) + sum(max((unit(x[:1]) @ unit(x[r:r + 1]).T).item(), 0) * unit(x[r:r + 1])
+                               for r in near))  # expansion.expand with alpha 1
+    rows = np.array(sorted(set(cand[0].tolist()) - {0}))
+    key = pairwise(q, approx.expanded[rows])[0]
+    assert [h.row for h in hits] == rows[np.lexsort((rows, key))][:5].tolist()

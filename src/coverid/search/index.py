@@ -25,6 +25,8 @@ so an exact index re-ranks every song and an approximate one its top `candidates
 With query expansion the query is first expanded with its k nearest songs, and results are
 ordered by the distance between the expanded query and the expanded songs; the distance
 reported (and compared with the threshold) is still the model's own on the raw embeddings.
+An approximate index searches its candidates once, with the query itself: the expanded query
+re-ranks those candidates, which keeps a query at one scan of the codes.
 
 Index kinds: `flat` (exact IndexFlatL2) up to `exact_max` songs; beyond it `pqfs` (product
 quantizer with 4-bit fast-scan codes, `pq_dims` dimensions per code) or `hnsw`
@@ -174,15 +176,17 @@ class SongIndex:
         if n == 0:
             return [[] for _ in q]
         qe_k, alpha = self.expansion if expanded and self.expanded is not None else (0, 0.0)
-        rank_q = self.expand_queries(q, qe_k, alpha, exclude) if qe_k else q
         extra = max((len(e) for e in exclude), default=0)
-        want = min(n, k + extra)
+        want = min(n, max(k, qe_k) + extra)
         if self.kind == "flat":
             n_cand = want if self.metric != "bce" and not qe_k else n
         else:
             n_cand = min(n, max(want, int(self.meta["index"]["candidates"])))
+        # One candidate search, with the query itself: with query expansion the query's nearest
+        # songs come from these candidates, and the expanded query re-ranks the same ones (a
+        # second search with the expanded query would double an approximate index's time).
         if n_cand < n:
-            _, cand = self.faiss_index.search(candidate_space(rank_q, self.metric, self.head), n_cand)
+            _, cand = self.faiss_index.search(candidate_space(q, self.metric, self.head), n_cand)
         else:
             cand = None
         out = []
@@ -191,7 +195,10 @@ class SongIndex:
             if exclude[i]:
                 rows = rows[~np.isin(rows, np.fromiter(exclude[i], dtype=np.int64))]
             dist = self._distances(q[i], rows)
-            key = dist if not qe_k else pairwise(rank_q[i:i + 1], self.expanded[rows])[0]
+            key = dist
+            if qe_k:
+                near = rows[np.lexsort((rows, dist))[:qe_k]]
+                key = pairwise(self._expand(q[i], near, alpha), self.expanded[rows])[0]
             order = np.lexsort((rows, key))[:k]
             out.append([Hit(int(rows[j]), float(dist[j]), self.songs[rows[j]]) for j in order])
         return out
@@ -200,13 +207,14 @@ class SongIndex:
                        exclude: list[set[int]]) -> np.ndarray:
         """Each query expanded with its k nearest indexed songs (coverid.eval.expansion.expand)."""
         near = self.search(q, k, exclude, expanded=False)
-        out = unit(q)
-        for i, hits in enumerate(near):
-            vecs = np.asarray(self.embeddings[np.array([h.row for h in hits], dtype=np.int64)],
-                              dtype=np.float32)
-            sims = unit(q[i:i + 1]) @ unit(vecs).T
-            out[i] = expand(q[i:i + 1], vecs[None], sims, alpha)[0]
-        return out
+        return np.concatenate([self._expand(q[i], np.array([h.row for h in hits], dtype=np.int64), alpha)
+                               for i, hits in enumerate(near)]) if len(q) else unit(q)
+
+    def _expand(self, q: np.ndarray, rows: np.ndarray, alpha: float) -> np.ndarray:
+        """One query (D,) expanded with the stored songs at `rows`; (1, D)."""
+        q = q[None, :]
+        vecs = np.asarray(self.embeddings[rows], dtype=np.float32)
+        return expand(q, vecs[None], unit(q) @ unit(vecs).T, alpha)
 
     def _distances(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact model distances from one query to the stored embeddings at sorted `rows`."""
