@@ -495,8 +495,9 @@ def bench_kind(xb: np.ndarray, work: np.ndarray, xq: np.ndarray, work_q: np.ndar
 
 def expansion_timing(path: Path, xq: np.ndarray, candidates: tuple[int, ...],
                      k: int) -> list[dict[str, Any]]:
-    """ms per query of the index at `path` searched with query expansion (k nearest, alpha 1) per number of
-    candidates, its expanded rows stood in for by a copy of its embeddings (timing only)."""
+    """ms per query of the index at `path` searched with query expansion (k nearest, alpha 1)
+    per number of candidates, its expanded rows stood in for by a copy of its embeddings
+    (timing only)."""
     from coverid.search.index import EMB_FILE, EXPANDED_FILE, META_FILE, load_index
 
     meta = json.loads((path / META_FILE).read_text())
@@ -531,7 +532,8 @@ def expansion_recall(xb: np.ndarray, xq: np.ndarray, icfg: dict[str, Any], model
                         {"value": None, "expansion": {"k": k, "alpha": 1.0}})
     t_build = time.perf_counter() - t0
     idx, sims = nearest(xq, xb, k, 4096)
-    truth = np.argsort(pairwise(expand(xq, xb[idx], sims, 1.0), augment(xb, k, 1.0, 4096)), axis=1)[:, :K]
+    exact = pairwise(expand(xq, xb[idx], sims, 1.0), augment(xb, k, 1.0, 4096))
+    truth = np.argsort(exact, axis=1)[:, :K]
     rows = []
     for cand in candidates:
         index.meta["index"]["candidates"] = cand

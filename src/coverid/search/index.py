@@ -64,7 +64,6 @@ EXPANDED_FILE = "expanded.npy"
 KINDS = ("flat", "pqfs", "hnsw")
 QUANTIZER_SEED = 0  # which vectors train the product quantizer: fixed, so a rebuild is identical
 _CHUNK = 16384  # rows of stored embeddings re-ranked at once
-F16_MAX = 6.0e4  # largest magnitude stored as float16 (its largest finite value is 65,504)
 
 
 @dataclass
@@ -206,9 +205,10 @@ class SongIndex:
     def expand_queries(self, q: np.ndarray, k: int, alpha: float,
                        exclude: list[set[int]]) -> np.ndarray:
         """Each query expanded with its k nearest indexed songs (coverid.eval.expansion.expand)."""
-        near = self.search(q, k, exclude, expanded=False)
-        return np.concatenate([self._expand(q[i], np.array([h.row for h in hits], dtype=np.int64), alpha)
-                               for i, hits in enumerate(near)]) if len(q) else unit(q)
+        out = unit(q)
+        for i, hits in enumerate(self.search(q, k, exclude, expanded=False)):
+            out[i] = self._expand(q[i], np.array([h.row for h in hits], dtype=np.int64), alpha)[0]
+        return out
 
     def _expand(self, q: np.ndarray, rows: np.ndarray, alpha: float) -> np.ndarray:
         """One query (D,) expanded with the stored songs at `rows`; (1, D)."""
@@ -313,9 +313,10 @@ def storage_dtype(icfg: dict[str, Any], emb: np.ndarray | None = None) -> np.dty
     if name not in ("float16", "float32"):
         raise CoveridError(f"index.storage must be float16 or float32, got {name!r}")
     dtype = np.dtype(name)
-    if emb is not None and dtype == np.float16 and emb.size and float(np.abs(emb).max()) > F16_MAX:
-        raise CoveridError(f"embeddings up to {float(np.abs(emb).max()):.3g} do not fit float16 "
-                           f"(at most {F16_MAX:g}); set index.storage: float32")
+    top = float(np.abs(emb).max()) if emb is not None and emb.size else 0.0
+    if top > np.finfo(dtype).max:
+        raise CoveridError(f"embeddings up to {top:.3g} do not fit {dtype} (at most "
+                           f"{np.finfo(dtype).max:g}); set index.storage: float32")
     return dtype
 
 

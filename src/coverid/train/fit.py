@@ -471,16 +471,16 @@ def finish_projection(params: dict[str, Any], trainer: Trainer, train_fs: Featur
     if not has_fixed_projection(trainer.encoder):
         return trainer.head_arrays()
     model = params["model"]
-    full = trainer.projection_inputs(train_fs.features, batch_size)
+    inputs = trainer.projection_inputs(train_fs.features, batch_size)
     if model["projection"] == "whiten":
-        kernel, bias = fitted_whitening(model, full)
+        kernel, bias = fitted_whitening(model, inputs)
         set_projection(trainer.encoder, kernel, bias)
-        log.info("projection: PCA whitening of %d training songs, %d -> %d dims", len(full),
-                 full.shape[1], kernel.shape[1])
+        log.info("projection: PCA whitening of %d training songs, %d -> %d dims", len(inputs),
+                 inputs.shape[1], kernel.shape[1])
     if trainer.head is None:
         return None
     proj = trainer.encoder.get_layer("projection")
-    projected = project(full, np.asarray(proj.kernel), np.asarray(proj.bias))
+    projected = project(inputs, np.asarray(proj.kernel), np.asarray(proj.bias))
     bce = params["train"]["losses"]["bce"]
     return fit_head(projected, train_fs.work_id, bce["refit_negatives"], int(params["seed"]),
                     bce["refit_c"])
