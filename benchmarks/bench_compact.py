@@ -271,11 +271,29 @@ def learned_variants(full: dict, kernels: list[tuple[np.ndarray, np.ndarray]], w
                    {n: project(src[n], w, b) for n in SPLITS})
 
 
+def scored(desc: dict, emb: dict, sets: dict, params: dict, baselines: dict) -> dict[str, Any]:
+    """desc with the expansion picked on val and the test and hold-out MAP (all queries and
+    Qmax's) of embeddings {split: (N, D)}, printed as it goes."""
+    from coverid.data.splits import HOLDOUT
+    from coverid.eval.evaluate import baseline_queries
+    from coverid.eval.expansion import select_expansion
+
+    chunk = int(params["evaluate"]["chunk_size"])
+    qe = select_expansion(emb["val"], sets["val"].work_id, "euclidean", None, params["tune"]["expansion"],
+                          chunk)
+    row: dict[str, Any] = {**desc, "expansion": qe}
+    for split in ("test", HOLDOUT):
+        queries = baseline_queries(params, sets[split].work_id, baselines[split])
+        row[split] = rank(Precomputed({id(sets[split].features): emb[split]}), sets[split], qe, chunk,
+                          queries)
+    print(f"{desc}: val {qe['val_map_plain']:.4f} (expanded {qe['val_map']:.4f}) "
+          f"| test {row['test']} | hold-out {row[HOLDOUT]}", flush=True)
+    return row
+
+
 def main() -> None:
     """Embed every split with each encoder (full and projected), rank each compact variant."""
     from coverid.data.splits import HOLDOUT, load_dataset, split_mask
-    from coverid.eval.evaluate import baseline_queries
-    from coverid.eval.expansion import select_expansion
     from coverid.model.embedder import Embedder, load_embedder
     from coverid.model.encoders import full_embedding, fused_parts, projection_of
     from coverid.model.whiten import power_normalise, project, whitening
@@ -345,22 +363,13 @@ def main() -> None:
         found = itertools.chain(found, learned_variants(
             full, kernels, part_weights(params, len(names)), remapped, args.dim, args.steps,
             args.distill, int(params["seed"]), args.triplet, args.lr, args.remap))
-    chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
     baselines = {"test": read_json(paths.REPORTS / "baseline.json", "baseline report"),
                  HOLDOUT: read_json(paths.REPORTS / "baseline_holdout.json", "baseline report")}
-    rows = []
-    for desc, emb in found:
-        qe = select_expansion(emb["val"], sets["val"].work_id, "euclidean", None, grid, chunk)
-        row: dict[str, Any] = {**desc, "expansion": qe}
-        for split in ("test", HOLDOUT):
-            queries = baseline_queries(params, sets[split].work_id, baselines[split])
-            row[split] = rank(Precomputed({id(sets[split].features): emb[split]}), sets[split], qe,
-                              chunk, queries)
-        print(f"{desc}: val {qe['val_map_plain']:.4f} (expanded {qe['val_map']:.4f}) "
-              f"| test {row['test']} | hold-out {row[HOLDOUT]}", flush=True)
-        rows.append(row)
+    rows = [scored(desc, emb, sets, params, baselines) for desc, emb in found]
     compact = [r for r in rows if r["dims"] <= args.dim]
-    best = max(compact, key=lambda r: (r["expansion"]["val_map"], r["expansion"]["val_map_plain"]))
+    # --skip-whitening without --learned ranks the joined references only: nothing to pick
+    best = max(compact, key=lambda r: (r["expansion"]["val_map"], r["expansion"]["val_map_plain"]),
+               default={})
     write_json(args.out, {
         "seed": params["seed"], "model": str(args.model), "dim": args.dim, "power": powers,
         "embed_seconds": embed_seconds,
@@ -368,7 +377,7 @@ def main() -> None:
         "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()},
         "picked_on_val": {k: best[k] for k in ("method", "shrinkage", "triplet", "distill", "lr", "steps",
                                                    "dims")
-                          if k in best}, "runs": rows})
+                          if k in best} or None, "runs": rows})
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from bench_compact import SPLITS, joined  # noqa: E402
-from bench_holdout import rank  # noqa: E402
-from bench_projection import Precomputed  # noqa: E402
+from bench_compact import SPLITS, joined, scored  # noqa: E402
 
 from coverid.core import paths  # noqa: E402
 from coverid.core.config import load_params  # noqa: E402
@@ -62,8 +60,6 @@ def whitened(bag: dict[str, np.ndarray], dim: int, shrinkage: float) -> dict[str
 def main() -> None:
     """Embed with each model, whiten each part to each d, rank each model and the ensemble."""
     from coverid.data.splits import HOLDOUT, load_dataset, split_mask
-    from coverid.eval.evaluate import baseline_queries
-    from coverid.eval.expansion import select_expansion
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, nargs="+", required=True)
@@ -74,7 +70,6 @@ def main() -> None:
     fs, splits = load_dataset(params)
     sets = {n: fs.take(split_mask(fs.work_id, splits, n)) for n in SPLITS}
     bags = [full_bags(m, sets, fs.parts()) for m in args.models]
-    chunk, grid = int(params["evaluate"]["chunk_size"]), params["tune"]["expansion"]
     shrinkage = params["model"]["projection_shrinkage"]
     baselines = {"test": read_json(paths.REPORTS / "baseline.json", "baseline report"),
                  HOLDOUT: read_json(paths.REPORTS / "baseline_holdout.json", "baseline report")}
@@ -85,16 +80,8 @@ def main() -> None:
         for group in groups:
             blocks = [part for i in group for part in per_model[i]]
             emb = {n: joined([b[n] for b in blocks], [1.0] * len(blocks)) for n in SPLITS}
-            qe = select_expansion(emb["val"], sets["val"].work_id, "euclidean", None, grid, chunk)
-            row: dict[str, Any] = {"models": [str(args.models[i]) for i in group], "dims_per_part": dim,
-                                   "dims": int(emb["val"].shape[1]), "expansion": qe}
-            for split in ("test", HOLDOUT):
-                queries = baseline_queries(params, sets[split].work_id, baselines[split])
-                row[split] = rank(Precomputed({id(sets[split].features): emb[split]}), sets[split], qe,
-                                  chunk, queries)
-            print(f"{row['models']} {row['dims']} dims: val {qe['val_map_plain']:.4f} (expanded "
-                  f"{qe['val_map']:.4f}) | test {row['test']} | hold-out {row[HOLDOUT]}", flush=True)
-            rows.append(row)
+            rows.append(scored({"models": [str(args.models[i]) for i in group], "dims_per_part": dim,
+                                "dims": int(emb["val"].shape[1])}, emb, sets, params, baselines))
     write_json(args.out, {"seed": params["seed"], "shrinkage": shrinkage,
                           "qmax": {s: round(b["qmax"]["map"], 4) for s, b in baselines.items()},
                           "runs": rows})
