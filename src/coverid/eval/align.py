@@ -1,5 +1,5 @@
 """Qmax (Serra et al. 2009) in numpy, vectorised over many pairs at once: a query against its
-nearest candidates in one call, about 10 times faster than essentia's one pair at a time
+nearest candidates in one call, about 17 times faster than essentia's one pair at a time
 (benchmarks/bench_rerank.py), for re-ranking the model's top answers. Same steps as essentia's
 ChromaCrossSimilarity (oti) and CoverSongSimilarity (serra09) as coverid.eval.baselines.Qmax
 runs them; its distances rank candidates as essentia's do (tests/test_align.py)."""
