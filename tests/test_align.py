@@ -74,3 +74,21 @@ def test_qmax_distances_ignore_transposition_and_batching() -> None:
     one_by_one = np.concatenate([qmax_distances(a[i:i + 1], b[i:i + 1], CFG) for i in range(len(a))])
     np.testing.assert_array_equal(whole, one_by_one)
     np.testing.assert_allclose(qmax_distances(a, np.roll(b, 5, axis=1), CFG), whole, rtol=1e-6)
+
+
+@pytest.mark.parametrize("change", [{"frame_stack_stride": 2}, {"distance_type": "symmetric"}])
+def test_unsupported_settings_are_refused(change: dict) -> None:
+    from coverid.core.errors import CoveridError
+
+    a, b = chroma_pairs(2, 40, seed=5)
+    with pytest.raises(CoveridError, match="numpy Qmax supports"):
+        qmax_distances(a, b, {**CFG, **change})
+
+
+def test_too_short_chroma_is_refused() -> None:
+    from coverid.core.errors import CoveridError
+
+    a, b = chroma_pairs(2, 11, seed=6)
+    with pytest.raises(CoveridError, match="at least 12 frames, got 11"):
+        qmax_distances(a, b, CFG)
+    assert qmax_distances(*chroma_pairs(2, 12, seed=6), CFG).shape == (2,)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from coverid.core.errors import CoveridError
+
 
 def cross_similarity(a: np.ndarray, b: np.ndarray, m: int, kappa: float) -> np.ndarray:
     """Binary cross-similarity (B, n, n'): b rolled by the optimal transposition index (global
@@ -51,7 +53,15 @@ def alignment_score(c: np.ndarray, onset: float, extension: float) -> np.ndarray
 
 
 def qmax_distances(a: np.ndarray, b: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
-    """Qmax distance sqrt(n') / Qmax of each pair of chroma (B, 12, L) (inf: no alignment)."""
+    """Qmax distance sqrt(n') / Qmax of each pair of chroma (B, 12, L) (inf: no alignment), for
+    baseline.qmax settings with frame_stack_stride 1 and distance_type asymmetric."""
+    if int(cfg["frame_stack_stride"]) != 1 or cfg["distance_type"] != "asymmetric":
+        raise CoveridError("the numpy Qmax supports frame_stack_stride 1 and distance_type asymmetric, "
+                           f"got {cfg['frame_stack_stride']} and {cfg['distance_type']!r}")
+    shortest = min(a.shape[2], b.shape[2]) - int(cfg["frame_stack_size"])
+    if shortest < 3:
+        raise CoveridError(f"Qmax needs at least {int(cfg['frame_stack_size']) + 3} frames, got "
+                           f"{min(a.shape[2], b.shape[2])}")
     c = cross_similarity(a, b, int(cfg["frame_stack_size"]), float(cfg["binarize_percentile"]))
     s = alignment_score(c, float(cfg["dis_onset"]), float(cfg["dis_extension"]))
     return np.where(s > 0, np.sqrt(c.shape[2]) / np.maximum(s, 1e-9), np.inf)
