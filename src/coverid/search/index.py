@@ -314,9 +314,10 @@ def storage_dtype(icfg: dict[str, Any], emb: np.ndarray | None = None) -> np.dty
         raise CoveridError(f"index.storage must be float16 or float32, got {name!r}")
     dtype = np.dtype(name)
     top = float(np.abs(emb).max()) if emb is not None and emb.size else 0.0
-    if top > np.finfo(dtype).max:
+    limit = float(np.finfo(dtype).max)  # compared in float64: a float16 scalar would cast top
+    if top > limit:
         raise CoveridError(f"embeddings up to {top:.3g} do not fit {dtype} (at most "
-                           f"{np.finfo(dtype).max:g}); set index.storage: float32")
+                           f"{limit:g}); set index.storage: float32")
     return dtype
 
 
